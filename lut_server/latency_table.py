@@ -1,0 +1,221 @@
+"""Latency queries on a loaded table: vectorised multilinear interpolation of blocks, models and group deltas."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.interpolate import RegularGridInterpolator
+
+from lut_server.dims import AXES, WIDTH_AXES, BlockDims, ModelDims
+from lut_server.table_format import (
+    BLOCK_PARTS,
+    MODEL_PARTS,
+    PART_AXES,
+    part_median,
+    read_table,
+    validate_table,
+)
+
+DEFAULT_STEP: dict[str, int] = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
+"""Default group sizes: they keep the remaining widths multiples of 8/16."""
+
+
+class QueryError(ValueError):
+    """A query the table cannot answer; `field` names the offending input, the message gives the allowed range."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class GroupDeltas:
+    """Lat(model) − Lat(model with one dimension of one block reduced by its step), for every such group.
+
+    A delta is None where the reduced width would drop below 1 (the group cannot be removed).
+    """
+
+    total_ms: float
+    emb: float | None
+    blocks: list[dict[str, float | None]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total_ms": self.total_ms, "emb": self.emb, "blocks": self.blocks}
+
+
+def monotone_envelope(values: np.ndarray) -> np.ndarray:
+    """Smallest array >= values that never decreases along any axis (a running max along each axis in turn).
+
+    Timing noise can make a wider grid point look faster than a narrower one; served latencies must not say that
+    removing units makes a block slower.
+    """
+    out = values.copy()
+    for axis in range(out.ndim):
+        out = np.maximum.accumulate(out, axis=axis)
+    return out
+
+
+class _PartInterpolator:
+    """Multilinear interpolation of one part, with singleton axes handled as exact-match axes."""
+
+    def __init__(self, axes: tuple[str, ...], grid: Mapping[str, list[int]], values: np.ndarray):
+        self.axes = axes
+        self.free = [i for i, a in enumerate(axes) if len(grid[a]) > 1]
+        points = tuple(np.asarray(grid[axes[i]], dtype=float) for i in self.free)
+        squeezed = values.reshape([len(grid[axes[i]]) for i in self.free]) if self.free else values.reshape(())
+        self.constant = float(squeezed) if not self.free else None
+        self.interp = (
+            RegularGridInterpolator(points, squeezed, method="linear", bounds_error=False, fill_value=None)
+            if self.free
+            else None
+        )
+
+    def __call__(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        n = len(next(iter(columns.values())))
+        if self.interp is None:
+            return np.full(n, self.constant)
+        xi = np.column_stack([columns[self.axes[i]] for i in self.free]).astype(float)
+        return self.interp(xi)
+
+
+class LatencyTable:
+    """A validated table that answers latency queries; the local twin of `LatencyClient`."""
+
+    def __init__(self, data: Mapping[str, Any], table_id: str | None = None):
+        self.data = validate_table(data)
+        if not self.data["complete"]:
+            raise QueryError("the table is incomplete (a sweep still running or killed); finish it with --resume")
+        self.table_id = table_id
+        self.grid: dict[str, list[int]] = {a: list(v) for a, v in self.data["grid"].items()}
+        self.ranges: dict[str, tuple[int, int]] = {
+            axis: (min(self.grid[axis]), max(self.grid[axis]))
+            for axis in AXES
+            if any(axis in PART_AXES[p] for p in self.data["parts"])
+        }
+        self._parts = {
+            name: _PartInterpolator(PART_AXES[name], self.grid, monotone_envelope(part_median(self.data, name)))
+            for name in self.data["parts"]
+        }
+        self.block_parts = [p for p in self._parts if p in BLOCK_PARTS]
+        self.model_parts = [p for p in self._parts if p in MODEL_PARTS]
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        return cls(read_table(path), table_id=path.stem)
+
+    # ---- metadata -------------------------------------------------------------------------------------------
+    @property
+    def workload(self) -> dict[str, Any]:
+        return dict(self.data["workload"])
+
+    def summary(self) -> dict[str, Any]:
+        validation = self.data.get("validation") or {}
+        device = self.data.get("device", {})
+        return {
+            "id": self.table_id,
+            "device": device.get("name", "unknown"),
+            "backend": self.data["workload"]["backend"],
+            "precision": self.data["workload"]["precision"],
+            "batch": self.data["workload"]["batch"],
+            "tokens": self.data["workload"]["tokens"],
+            "threads": self.data["workload"].get("threads"),
+            "created": self.data.get("created"),
+            "accuracy": {
+                k: validation.get(k)
+                for k in ("median_ape_pct", "p95_ape_pct", "max_ape_pct", "retest_noise_pct", "points")
+                if k in validation
+            }
+            | ({"models": validation["models"]} if "models" in validation else {}),
+            "ranges": {axis: list(r) for axis, r in self.ranges.items()},
+            "parts": list(self._parts),
+        }
+
+    # ---- queries --------------------------------------------------------------------------------------------
+    def _columns(self, blocks: Sequence[BlockDims] | np.ndarray) -> dict[str, np.ndarray]:
+        if isinstance(blocks, np.ndarray):
+            array = np.asarray(blocks)
+            if array.ndim != 2 or array.shape[1] != len(AXES):
+                raise QueryError(f"a block array must have shape (N, {len(AXES)}) in axis order {AXES}", "blocks")
+        else:
+            array = np.array([[getattr(b, a) for a in AXES] for b in blocks], dtype=float).reshape(-1, len(AXES))
+        return {axis: array[:, i].astype(float) for i, axis in enumerate(AXES)}
+
+    def check_in_range(self, columns: Mapping[str, np.ndarray], field_prefix: str = "blocks") -> None:
+        for axis, (lo, hi) in self.ranges.items():
+            values = columns[axis]
+            bad = np.flatnonzero(~np.isfinite(values) | (values < lo) | (values > hi))
+            if bad.size:
+                i = int(bad[0])
+                name = f"{field_prefix}[{i}].{axis}" if field_prefix == "blocks" else f"{field_prefix}.{axis}"
+                raise QueryError(
+                    f"{name} = {values[i]:g} is outside the table's range for {axis}: [{lo}, {hi}]"
+                    + (f" ({bad.size} blocks out of range)" if bad.size > 1 else ""),
+                    name,
+                )
+
+    def _block_sum(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        total = np.zeros(len(columns["emb"]))
+        for name in self.block_parts:
+            total += self._parts[name](columns)
+        return total
+
+    def _model_extra(self, emb: np.ndarray) -> np.ndarray:
+        total = np.zeros(len(emb))
+        for name in self.model_parts:
+            total += self._parts[name]({"emb": emb})
+        return total
+
+    def block_latency(self, blocks: Sequence[BlockDims] | np.ndarray) -> np.ndarray:
+        """Predicted latency in ms of each block, in order; raises QueryError when a block is out of range."""
+        columns = self._columns(blocks)
+        if len(columns["emb"]) == 0:
+            return np.zeros(0)
+        self.check_in_range(columns)
+        return self._block_sum(columns)
+
+    def model_latency(self, model: ModelDims) -> float:
+        """Blocks plus patch embedding and head (where the table has them)."""
+        blocks = self.block_latency(model.block_dims())
+        return float(blocks.sum() + self._model_extra(np.array([float(model.emb)]))[0])
+
+    def deltas(self, model: ModelDims, step: Mapping[str, int] | None = None) -> GroupDeltas:
+        """Exact group deltas for one pruning step, all from one vectorised evaluation per part.
+
+        A reduced width below the table's lower bound (but >= 1) is extrapolated linearly from the first grid cell.
+        """
+        step = {**DEFAULT_STEP, **(step or {})}
+        for axis, size in step.items():
+            if axis not in AXES:
+                raise QueryError(f"step.{axis} is not an axis; axes are {list(AXES)}", f"step.{axis}")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise QueryError(f"step.{axis} must be an integer >= 1, got {size!r}", f"step.{axis}")
+        base = self._columns(model.block_dims())
+        self.check_in_range(base)
+        n = len(base["emb"])
+        variants = [base]
+        for axis in WIDTH_AXES:
+            reduced = dict(base)
+            reduced[axis] = np.maximum(base[axis] - step[axis], 1.0)
+            variants.append(reduced)
+        emb_reduced = dict(base)
+        emb_reduced["emb"] = np.maximum(base["emb"] - step["emb"], 1.0)
+        variants.append(emb_reduced)
+        stacked = {axis: np.concatenate([v[axis] for v in variants]) for axis in AXES}
+        latency = self._block_sum(stacked).reshape(len(variants), n)
+        extra_base, extra_emb = self._model_extra(np.array([float(model.emb), max(model.emb - step["emb"], 1.0)]))
+        block_total = latency[0]
+        total = float(block_total.sum() + extra_base)
+        blocks: list[dict[str, float | None]] = []
+        for i in range(n):
+            entry: dict[str, float | None] = {}
+            for k, axis in enumerate(WIDTH_AXES, start=1):
+                removable = base[axis][i] - step[axis] >= 1
+                entry[axis] = float(block_total[i] - latency[k, i]) if removable else None
+            blocks.append(entry)
+        emb_delta = float(total - (latency[-1].sum() + extra_emb)) if model.emb - step["emb"] >= 1 else None
+        return GroupDeltas(total_ms=total, emb=emb_delta, blocks=blocks)

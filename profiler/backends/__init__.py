@@ -1,0 +1,36 @@
+"""Backend registry: name -> class, imported lazily so a missing optional library only fails its own backend."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from profiler.backends.base import Backend, BackendUnavailable
+
+_BACKENDS: dict[str, str] = {
+    "torch-cpu": "profiler.backends.torch_cpu:TorchCpuBackend",
+    "torch-cuda": "profiler.backends.torch_cuda:TorchCudaBackend",
+}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Add a backend as 'module:Class' (how onnxruntime/tensorrt plug in)."""
+    _BACKENDS[name] = target
+
+
+def backend_names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def create_backend(name: str, precision: str, threads: int | None = None, **options: Any) -> Backend:
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(backend_names())}")
+    module_name, class_name = _BACKENDS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name} needs a library that is not installed: {exc}") from exc
+    return getattr(module, class_name)(precision=precision, threads=threads, **options)
+
+
+__all__ = ["Backend", "BackendUnavailable", "backend_names", "create_backend", "register_backend"]

@@ -1,0 +1,47 @@
+"""Eager PyTorch on the CPU, timed with perf_counter_ns under inference_mode at a fixed thread count."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from profiler.backends.base import Backend
+from profiler.environment import cpu_model, host_facts, software_facts
+from profiler.timing import Runner
+
+
+class TorchCpuBackend(Backend):
+    name = "torch-cpu"
+    precisions = ("fp32", "bf16")
+
+    def __init__(self, precision: str = "fp32", threads: int | None = None, **options: Any):
+        super().__init__(precision, threads if threads is not None else 1, **options)
+        torch.set_num_threads(self.threads)
+
+    def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
+        torch.set_num_threads(self.threads)
+        module = module.eval().to(dtype=self.dtype)
+        inputs = tuple(x.to(dtype=self.dtype) if x.is_floating_point() else x for x in inputs)
+
+        def run(iterations: int) -> float:
+            with torch.inference_mode():
+                start = time.perf_counter_ns()
+                for _ in range(iterations):
+                    module(*inputs)
+                return (time.perf_counter_ns() - start) / 1e6
+
+        return run
+
+    def environment(self) -> dict[str, dict[str, Any]]:
+        return {
+            "device": {
+                "name": cpu_model(),
+                "kind": "cpu",
+                **host_facts(),
+                "torch_threads": torch.get_num_threads(),
+            },
+            "software": software_facts(),
+        }

@@ -1,0 +1,86 @@
+"""Eager PyTorch on an NVIDIA GPU, timed with CUDA events on the stream; optionally replayed as a CUDA graph."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from profiler.backends.base import Backend, BackendUnavailable
+from profiler.environment import host_facts, software_facts
+from profiler.timing import Runner
+
+
+def nvidia_smi_facts() -> dict[str, Any]:
+    """Driver and clocks as nvidia-smi reports them (empty where nvidia-smi is absent)."""
+    fields = "driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit,pstate"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return {}
+    values = [v.strip() for v in out.split(",")]
+    return dict(zip(fields.split(","), values, strict=False))
+
+
+class TorchCudaBackend(Backend):
+    name = "torch-cuda"
+    precisions = ("fp32", "fp16", "bf16")
+
+    def __init__(self, precision: str = "fp16", threads: int | None = None, cuda_graphs: bool = False, **options):
+        super().__init__(precision, threads, cuda_graphs=bool(cuda_graphs), **options)
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("torch-cuda needs an NVIDIA GPU and a CUDA build of torch; none is available")
+        self.device = torch.device("cuda")
+        self.cuda_graphs = bool(cuda_graphs)
+
+    def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
+        module = module.eval().to(device=self.device, dtype=self.dtype)
+        inputs = tuple(x.to(device=self.device, dtype=self.dtype if x.is_floating_point() else x.dtype) for x in inputs)
+        step = self._graph_step(module, inputs) if self.cuda_graphs else (lambda: module(*inputs))
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def run(iterations: int) -> float:
+            with torch.inference_mode():
+                start.record()
+                for _ in range(iterations):
+                    step()
+                end.record()
+                end.synchronize()
+            return float(start.elapsed_time(end))
+
+        return run
+
+    @staticmethod
+    def _graph_step(module: nn.Module, inputs: tuple[Tensor, ...]):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(3):  # warm up allocations outside the capture
+                module(*inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            module(*inputs)
+        return graph.replay
+
+    def environment(self) -> dict[str, dict[str, Any]]:
+        props = torch.cuda.get_device_properties(self.device)
+        return {
+            "device": {
+                "name": props.name,
+                "kind": "cuda",
+                "memory_gib": round(props.total_memory / 2**30, 1),
+                "compute_capability": f"{props.major}.{props.minor}",
+                **nvidia_smi_facts(),
+                "host": host_facts(),
+            },
+            "software": software_facts() | {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()},
+        }

@@ -1,0 +1,155 @@
+"""`python -m profiler profile|validate|measure ...` — the command line of the profiler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lut_server.table_format import TableFormatError
+from profiler.backends import BackendUnavailable, backend_names, create_backend
+from profiler.grids import PRESETS, load_grid
+from profiler.sweep import Shard, Sweep, SweepMismatch, grid_step_monotonicity
+from profiler.timing import Protocol
+from profiler.validate import measure_configs, validate_table_file
+from profiler.vit import VitConfig
+from profiler.workload import Workload, model_config_for_tokens
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="time a grid of block parts and write a table")
+    p.add_argument("--backend", default="torch-cpu", help=f"one of {', '.join(backend_names())}")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--tokens", type=int, default=197)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu: default 1, recorded)")
+    p.add_argument("--grid", default="default", help=f"preset ({', '.join(PRESETS)}) or a JSON grid file")
+    p.add_argument("--out", required=True, type=Path, help="tables/ID.json")
+    p.add_argument("--resume", action="store_true", help="continue a killed sweep of the same settings")
+    p.add_argument("--shard", default=None, help="i/n: profile only a disjoint slice of the grid")
+    p.add_argument("--patch-size", type=int, default=16, help="for the stem/head parts")
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--no-model-parts", action="store_true", help="profile blocks only (no stem/head)")
+    p.add_argument("--cuda-graphs", action="store_true", help="torch-cuda: replay each point as a CUDA graph")
+    p.add_argument("--quick", action="store_true", help="a cheap timing protocol (tests, smoke runs)")
+    p.add_argument("--seed", type=int, default=0, help="visiting order")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="measure a table's accuracy on random off-grid configs and models")
+    p.add_argument("table", type=Path)
+    p.add_argument("--points", type=int, default=100)
+    p.add_argument("--models", type=int, default=20, help="random whole models (0 to skip)")
+    p.add_argument("--depth", type=int, default=12)
+    p.add_argument("--retest", type=int, default=None, help="configs timed twice (default max(20, points/4))")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_measure(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("measure", help="time configs with exactly a table's settings; prints {latency_ms: [...]}")
+    p.add_argument("--table", required=True, type=Path)
+    p.add_argument("--configs", required=True, type=Path, help='JSON list of {"emb","heads","qk","v","mlp"}')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m profiler", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_profile(sub)
+    _add_validate(sub)
+    _add_measure(sub)
+    for module in _extension_modules():
+        module.register(sub)
+    return parser
+
+
+EXTENSION_MODULES = ("profiler.upload", "profiler.merge")
+"""Modules that add a subcommand: each has register(subparsers) setting `handler` as a parser default."""
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    spec = load_grid(args.grid)
+    model: VitConfig | None = None
+    if not args.no_model_parts:
+        model = model_config_for_tokens(args.tokens, args.patch_size, args.in_chans, args.num_classes)
+    if model is None:
+        spec = spec.without_model_parts()
+    options = {"cuda_graphs": True} if args.cuda_graphs else {}
+    backend = create_backend(args.backend, args.precision, args.threads, **options)
+    workload = Workload(args.batch, args.tokens, model)
+    protocol = Protocol.quick() if args.quick else Protocol()
+    shard = Shard.parse(args.shard) if args.shard else None
+    sweep = Sweep(args.out, backend, workload, spec, protocol, resume=args.resume, shard=shard, seed=args.seed)
+    doc = sweep.run(progress=not args.no_progress)
+    s = doc["sweep"]
+    print(
+        json.dumps(
+            {
+                "table": str(args.out),
+                "complete": doc["complete"],
+                "points": s["points_done"],
+                "measurements": s["measurements"],
+                "wall_s": s["wall_s"],
+                "flagged": len(s["flagged"]),
+                "drift_pct": round(s["reference"].get("drift_pct", 0.0), 2),
+                "backwards_steps_pct": round(grid_step_monotonicity(doc), 2),
+            }
+        )
+    )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    result = validate_table_file(
+        args.table,
+        points=args.points,
+        models=args.models,
+        depth=args.depth,
+        retest=args.retest,
+        seed=args.seed,
+        protocol=Protocol.quick() if args.quick else None,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    try:
+        configs = json.loads(args.configs.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read configs {args.configs}: {exc}") from None
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        raise ValueError("configs must be a JSON list of objects with emb, heads, qk, v, mlp")
+    print(json.dumps({"latency_ms": measure_configs(args.table, configs)}))
+    return 0
+
+
+COMMANDS = {"profile": cmd_profile, "validate": cmd_validate, "measure": cmd_measure}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS.get(args.command) or args.handler
+    try:
+        return handler(args)
+    except (ValueError, FileExistsError, TableFormatError, SweepMismatch, BackendUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _extension_modules() -> list:
+    import importlib
+
+    found = []
+    for name in EXTENSION_MODULES:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return found

@@ -1,0 +1,81 @@
+"""Grid presets and grid files: which axis values each table part is measured at.
+
+The block is timed as three parts over 3-, 3- and 2-D grids (see tables/README.md for why): FLOPs of every
+operation in a block are multilinear in the widths of its part, so multilinear interpolation is exact for the
+FLOP-proportional share of latency and a coarse grid leaves only the hardware-efficiency curvature as error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lut_server.table_format import PART_AXES, TableFormatError, validate_grid
+
+DEFAULT_PARTS: tuple[str, ...] = ("attn_qk", "attn_v", "mlp", "stem", "head")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    grid: dict[str, list[int]]
+    parts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        validate_grid(self.grid)
+        for part in self.parts:
+            if part not in PART_AXES:
+                raise TableFormatError(f"unknown part {part!r}; parts are {list(PART_AXES)}")
+            missing = [a for a in PART_AXES[part] if a not in self.grid]
+            if missing:
+                raise TableFormatError(f"part {part} needs grid axes {missing}")
+
+    def cell_count(self) -> int:
+        count = 0
+        for part in self.parts:
+            n = 1
+            for axis in PART_AXES[part]:
+                n *= len(self.grid[axis])
+            count += n
+        return count
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"grid": self.grid, "parts": list(self.parts)}
+
+    def without_model_parts(self) -> GridSpec:
+        return GridSpec(self.grid, tuple(p for p in self.parts if p not in ("stem", "head")))
+
+
+PRESETS: dict[str, GridSpec] = {
+    # a few seconds: for tests and `make demo`'s first look
+    "tiny": GridSpec({"emb": [32, 64], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [32, 64]}, DEFAULT_PARTS),
+    # the DeiT-B range, down to small widths; 640 cells
+    "default": GridSpec(
+        {
+            "emb": [32, 64, 128, 256, 384, 512, 640, 768],
+            "heads": [1, 2, 4, 6, 8, 10, 12],
+            "qk": [8, 16, 32, 48, 64],
+            "v": [8, 16, 32, 48, 64],
+            "mlp": [16, 256, 512, 1024, 1536, 2048, 2560, 3072],
+        },
+        DEFAULT_PARTS,
+    ),
+}
+
+
+def load_grid(preset_or_file: str) -> GridSpec:
+    """A preset name, or a JSON file {"grid": {axis: [values]}, "parts": [names]} ("parts" optional)."""
+    if preset_or_file in PRESETS:
+        return PRESETS[preset_or_file]
+    path = Path(preset_or_file)
+    if not path.is_file():
+        raise ValueError(f"--grid {preset_or_file!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"grid file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, Mapping) or "grid" not in data:
+        raise ValueError(f"grid file {path} must be an object with a 'grid' key")
+    return GridSpec(dict(data["grid"]), tuple(data.get("parts", DEFAULT_PARTS)))

@@ -1,0 +1,171 @@
+"""A table's measured accuracy: random off-grid blocks and whole models timed and compared with the prediction.
+
+Configurations are drawn on the pruning lattice (EMB and MLP multiples of 16, QK and V multiples of 8, any head
+count) because those are the widths a pruning run asks about, and off the grid on every axis where possible.
+The same protocol times a retest subset twice; the median retest difference is the noise floor the table's
+error is judged against.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lut_server.dims import AXES, BlockDims, BlockWidths, ModelDims
+from lut_server.latency_table import LatencyTable
+from lut_server.table_format import read_table, write_table
+from profiler.backends import Backend, create_backend
+from profiler.environment import utc_now
+from profiler.timing import Protocol, measure
+from profiler.vit import VitConfig
+from profiler.workload import Workload, build_block, build_model
+
+LATTICE: dict[str, int] = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
+
+
+def backend_for_table(doc: Mapping[str, Any]) -> Backend:
+    """A backend with exactly the table's settings (backend, precision, threads, options)."""
+    w = doc["workload"]
+    return create_backend(w["backend"], w["precision"], w.get("threads"), **(w.get("options") or {}))
+
+
+def workload_for_table(doc: Mapping[str, Any]) -> Workload:
+    model = doc.get("model")
+    return Workload(doc["workload"]["batch"], doc["workload"]["tokens"], VitConfig.from_dict(model) if model else None)
+
+
+def _axis_choices(table: LatencyTable, axis: str) -> tuple[list[int], list[int]]:
+    lo, hi = table.ranges[axis]
+    step = LATTICE[axis]
+    on_lattice = [v for v in range(lo, hi + 1) if v % step == 0 or v == lo] or list(range(lo, hi + 1))
+    off_grid = [v for v in on_lattice if v not in table.grid[axis]]
+    return on_lattice, off_grid or on_lattice
+
+
+def random_blocks(table: LatencyTable, count: int, rng: random.Random, emb: int | None = None) -> list[BlockDims]:
+    choices = {axis: _axis_choices(table, axis)[1] for axis in AXES}
+    return [
+        BlockDims(**{axis: (emb if axis == "emb" and emb else rng.choice(choices[axis])) for axis in AXES})
+        for _ in range(count)
+    ]
+
+
+def random_models(table: LatencyTable, count: int, depth: int, rng: random.Random) -> list[ModelDims]:
+    emb_choices = _axis_choices(table, "emb")[1]
+    models = []
+    for _ in range(count):
+        emb = rng.choice(emb_choices)
+        blocks = random_blocks(table, depth, rng, emb=emb)
+        models.append(ModelDims(emb, tuple(BlockWidths(b.heads, b.qk, b.v, b.mlp) for b in blocks)))
+    return models
+
+
+def ape(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    return 100.0 * np.abs(predicted - measured) / measured
+
+
+def _stats(errors: np.ndarray) -> dict[str, float]:
+    return {
+        "median_ape_pct": round(float(np.median(errors)), 3),
+        "p95_ape_pct": round(float(np.percentile(errors, 95)), 3),
+        "max_ape_pct": round(float(errors.max()), 3),
+    }
+
+
+def validate_table_file(
+    path: str | Path,
+    points: int = 100,
+    models: int = 20,
+    depth: int = 12,
+    retest: int | None = None,
+    seed: int = 1,
+    protocol: Protocol | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Time random off-grid blocks and models, write the error figures into the table, return them."""
+    path = Path(path)
+    doc = read_table(path)
+    table = LatencyTable(doc, path.stem)
+    backend = backend_for_table(doc)
+    workload = workload_for_table(doc)
+    protocol = protocol or Protocol.from_dict(doc["protocol"])
+    rng = random.Random(seed)
+    blocks = random_blocks(table, points, rng)
+    model_dims = random_models(table, models, depth, rng)
+    retest = min(points, retest if retest is not None else max(20, points // 4))
+    retest_idx = rng.sample(range(points), retest)
+    started = time.perf_counter()
+    count = 0
+
+    bar = tqdm(
+        total=points + models + retest,
+        desc=f"validate {path.name}",
+        unit="cfg",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+    def timed(build: Callable[[], tuple]) -> float:
+        nonlocal count
+        module, inputs = build()
+        m = measure(backend.prepare(module, inputs), protocol)
+        count += m.attempts
+        bar.update(1)
+        return m.median_ms
+
+    try:
+        measured = np.array([timed(lambda b=b: build_block(b, workload)) for b in blocks])
+        measured_models = np.array([timed(lambda m=m: build_model(m, workload)) for m in model_dims])
+        second = np.array([timed(lambda i=i: build_block(blocks[i], workload)) for i in retest_idx])
+    finally:
+        bar.close()
+    predicted = table.block_latency(blocks)
+    predicted_models = np.array([table.model_latency(m) for m in model_dims])
+    noise = ape(second, measured[retest_idx])
+    result: dict[str, Any] = {
+        "created": utc_now(),
+        "points": points,
+        **_stats(ape(predicted, measured)),
+        "retest_points": retest,
+        "retest_noise_pct": round(float(np.median(noise)), 3),
+        "retest_noise_p95_pct": round(float(np.percentile(noise, 95)), 3),
+        "models": {"count": models, "depth": depth, **_stats(ape(predicted_models, measured_models))}
+        if models
+        else None,
+        "lattice": LATTICE,
+        "seed": seed,
+        "measurements": count,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "device": backend.environment()["device"].get("name"),
+    }
+    bound = max(3.0, 1.5 * result["retest_noise_pct"])
+    result["passes"] = bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= 10.0)
+    result["bar"] = {"median_ape_pct_max": round(bound, 3), "p95_ape_pct_max": 10.0}
+    doc["validation"] = result
+    write_table(path, doc)
+    return result
+
+
+def measure_configs(path: str | Path, configs: list[Mapping[str, int]], progress: bool = False) -> list[float]:
+    """Time blocks with exactly the table's backend, batch, tokens, precision and threads (median ms each)."""
+    doc = read_table(path)
+    backend = backend_for_table(doc)
+    workload = workload_for_table(doc)
+    protocol = Protocol.from_dict(doc["protocol"])
+    here = backend.environment()["device"].get("name")
+    if here != doc["device"].get("name"):
+        print(f"warning: table was profiled on {doc['device'].get('name')!r}, this is {here!r}", file=sys.stderr)
+    blocks = [BlockDims.from_mapping(c) for c in configs]
+    out = []
+    for b in tqdm(blocks, desc="measure", disable=not progress, file=sys.stderr):
+        module, inputs = build_block(b, workload)
+        out.append(measure(backend.prepare(module, inputs), protocol).median_ms)
+    return out

@@ -1,0 +1,130 @@
+"""What gets timed: a table part, a whole block or a whole model, built with example inputs for a workload.
+
+The part modules call the very `Block` methods the model's forward pass is made of, so the sum of the parts is
+the block, operation for operation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lut_server.dims import BlockDims, ModelDims
+from lut_server.table_format import PART_AXES
+from profiler.vit import DEFAULT_ATTN_SCALE, Block, Head, Stem, VisionTransformer, VitConfig
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Batch and token count every measurement of a table shares; `model` is set when stem/head are profiled."""
+
+    batch: int
+    tokens: int
+    model: VitConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.tokens < 1:
+            raise ValueError(f"batch and tokens must be >= 1, got batch={self.batch}, tokens={self.tokens}")
+        if self.model is not None and self.model.tokens != self.tokens:
+            raise ValueError(
+                f"the model config gives {self.model.tokens} tokens "
+                f"({self.model.num_patches} patches + {self.model.prefix_tokens} prefix), not {self.tokens}"
+            )
+
+    @property
+    def attn_scale(self) -> float:
+        return self.model.attn_scale if self.model else DEFAULT_ATTN_SCALE
+
+
+def model_config_for_tokens(
+    tokens: int, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000
+) -> VitConfig | None:
+    """The square-image ViT whose token count is `tokens` (1 class token, or 2 with a distillation token)."""
+    for prefix, distilled in ((1, False), (2, True)):
+        side = math.isqrt(tokens - prefix) if tokens > prefix else 0
+        if side > 0 and side * side == tokens - prefix:
+            return VitConfig(side * patch_size, patch_size, in_chans, num_classes, distilled=distilled)
+    return None
+
+
+class _Scores(nn.Module):
+    def __init__(self, block: Block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.block.attention_scores(x)
+
+
+class _Values(nn.Module):
+    def __init__(self, block: Block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor, h: Tensor, probs: Tensor) -> Tensor:
+        return self.block.attention_values(x, h, probs)
+
+
+class _Mlp(nn.Module):
+    def __init__(self, block: Block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block.mlp_residual(x)
+
+
+def _full_dims(part: str, dims: Mapping[str, int]) -> BlockDims:
+    """Unused axes of a part get width 1 so its block allocates almost nothing for them."""
+    missing = [a for a in PART_AXES[part] if a not in dims]
+    if missing:
+        raise ValueError(f"part {part} needs dims {list(PART_AXES[part])}; missing {missing}")
+    return BlockDims(**{a: int(dims.get(a, 1)) if a in PART_AXES[part] else 1 for a in BlockDims.__slots__})
+
+
+def build_part(part: str, dims: Mapping[str, int], workload: Workload, seed: int = 0) -> tuple[nn.Module, tuple]:
+    """A module and example inputs that time one cell of `part`."""
+    generator = torch.Generator().manual_seed(seed)
+    b, t = workload.batch, workload.tokens
+    if part in ("stem", "head"):
+        if workload.model is None:
+            raise ValueError(f"part {part} needs a model config (image and patch size) in the workload")
+        emb = int(dims["emb"])
+        if part == "stem":
+            cfg = workload.model
+            images = torch.randn(b, cfg.in_chans, cfg.image_size, cfg.image_size, generator=generator)
+            return Stem(emb, cfg), (images,)
+        return Head(emb, workload.model), (torch.randn(b, t, emb, generator=generator),)
+    block_dims = _full_dims(part, dims)
+    block = Block(block_dims, workload.attn_scale)
+    x = torch.randn(b, t, block_dims.emb, generator=generator)
+    if part == "block":
+        return block, (x,)
+    if part == "attn_qk":
+        return _Scores(block), (x,)
+    if part == "mlp":
+        return _Mlp(block), (x,)
+    if part == "attn_v":
+        h = torch.randn(b, t, block_dims.emb, generator=generator)
+        probs = torch.randn(b, block_dims.heads, t, t, generator=generator).softmax(-1)
+        return _Values(block), (x, h, probs)
+    raise ValueError(f"unknown part {part!r}; parts are {list(PART_AXES)}")
+
+
+def build_block(dims: BlockDims, workload: Workload, seed: int = 0) -> tuple[nn.Module, tuple]:
+    return build_part("block", dims.as_dict(), workload, seed)
+
+
+def build_model(dims: ModelDims, workload: Workload, seed: int = 0) -> tuple[nn.Module, tuple]:
+    """A whole model; without a model config (no stem/head in the table) just the stacked blocks."""
+    generator = torch.Generator().manual_seed(seed)
+    if workload.model is None:
+        blocks = nn.Sequential(*(Block(b, workload.attn_scale) for b in dims.block_dims()))
+        return blocks, (torch.randn(workload.batch, workload.tokens, dims.emb, generator=generator),)
+    cfg = workload.model
+    images = torch.randn(workload.batch, cfg.in_chans, cfg.image_size, cfg.image_size, generator=generator)
+    return VisionTransformer(dims, cfg), (images,)
