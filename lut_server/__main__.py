@@ -1,0 +1,80 @@
+"""`python -m lut_server --tables DIR [--host 127.0.0.1] [--port N] [--workers K]`: serve latency tables.
+
+Tokens come from the environment only (LUT_SERVER_TOKEN, LUT_SERVER_READ_TOKEN), never from flags, so they do not
+show up in process listings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import sys
+from pathlib import Path
+
+from lut_server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+from lut_server.json_logging import log_config
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    p = argparse.ArgumentParser(prog="python -m lut_server", description=__doc__)
+    p.add_argument("--tables", type=Path, default=env.get("LUT_SERVER_TABLES"), help="directory of ID.json tables")
+    p.add_argument("--host", default=env.get("LUT_SERVER_HOST", "127.0.0.1"), help="default 127.0.0.1 (loopback)")
+    p.add_argument("--port", type=int, default=int(env.get("LUT_SERVER_PORT", "8000")))
+    p.add_argument("--workers", type=int, default=int(env.get("LUT_SERVER_WORKERS", "1")), help="processes")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=int(env.get("LUT_SERVER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+    )
+    p.add_argument("--log-level", default=env.get("LUT_SERVER_LOG_LEVEL", "info"))
+    p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.tables is None:
+        print("error: --tables DIR (or LUT_SERVER_TABLES) is required", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("error: --workers must be >= 1", file=sys.stderr)
+        return 2
+    # Worker processes rebuild the app from the environment, so the flags travel there.
+    os.environ["LUT_SERVER_TABLES"] = str(args.tables.resolve())
+    os.environ["LUT_SERVER_MAX_BODY_BYTES"] = str(args.max_body_bytes)
+    try:
+        config = ServerConfig.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging_config = log_config(args.log_level, access_log=not args.no_access_log)
+    logging.config.dictConfig(logging_config)
+    log = logging.getLogger("lut_server.main")
+    if config.write_token is None:
+        log.warning("LUT_SERVER_TOKEN is not set: uploads and deletions are refused")
+    if args.host not in LOOPBACK and config.read_token is None:
+        log.warning("serving beyond loopback without LUT_SERVER_READ_TOKEN: anyone who reaches it can read")
+    log.info(
+        "starting",
+        extra={"tables": str(config.tables_dir), "host": args.host, "port": args.port, "workers": args.workers},
+    )
+    import uvicorn
+
+    uvicorn.run(
+        "lut_server.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=logging_config,
+        access_log=not args.no_access_log,
+        server_header=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
