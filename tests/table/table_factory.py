@@ -1,0 +1,64 @@
+"""Builds valid table documents from a latency function, without torch, for table and server tests."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from lut_server.table_format import FORMAT_NAME, FORMAT_VERSION, PART_AXES
+
+SMALL_GRID: dict[str, list[int]] = {
+    "emb": [64, 128, 256],
+    "heads": [1, 2, 4],
+    "qk": [8, 16, 32],
+    "v": [8, 16, 32],
+    "mlp": [64, 256, 512],
+}
+
+
+def multilinear_parts(
+    grid: Mapping[str, list[int]], parts: tuple[str, ...] = ("attn_qk", "attn_v", "mlp", "stem", "head")
+) -> dict[str, Callable[..., float]]:
+    """Latency functions that are multilinear in each part's axes (so interpolation must be exact)."""
+    funcs: dict[str, Callable[..., float]] = {
+        "attn_qk": lambda emb, heads, qk: 0.01 + 1e-5 * emb * heads * qk + 1e-3 * heads,
+        "attn_v": lambda emb, heads, v: 0.02 + 2e-5 * emb * heads * v + 1e-4 * emb,
+        "mlp": lambda emb, mlp: 0.03 + 3e-6 * emb * mlp,
+        "block": lambda emb, heads, qk, v, mlp: 0.05 + 1e-6 * emb * heads * (qk + v) + 3e-6 * emb * mlp,
+        "stem": lambda emb: 0.1 + 1e-4 * emb,
+        "head": lambda emb: 0.05 + 2e-5 * emb,
+    }
+    return {p: funcs[p] for p in parts}
+
+
+def make_table(
+    grid: Mapping[str, list[int]] | None = None,
+    functions: Mapping[str, Callable[..., float]] | None = None,
+    device: str = "Test CPU",
+) -> dict:
+    grid = dict(grid or SMALL_GRID)
+    functions = dict(functions or multilinear_parts(grid))
+    parts = {}
+    for name, func in functions.items():
+        axes = PART_AXES[name]
+        shape = [len(grid[a]) for a in axes]
+        values = np.zeros(shape)
+        for index in itertools.product(*(range(n) for n in shape)):
+            values[index] = func(*(grid[a][i] for a, i in zip(axes, index, strict=True)))
+        parts[name] = {"axes": list(axes), "median_ms": values.tolist()}
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "complete": True,
+        "created": "2026-01-01T00:00:00Z",
+        "workload": {"backend": "torch-cpu", "precision": "fp32", "batch": 1, "tokens": 197, "threads": 1},
+        "model": None,
+        "device": {"name": device},
+        "software": {},
+        "protocol": {},
+        "grid": grid,
+        "parts": parts,
+        "validation": None,
+    }
