@@ -1,0 +1,135 @@
+"""One gate per structural unit of a ViT, and the gradient of the loss with respect to every gate.
+
+Units (NViT §3.1, with head alignment): an EMB channel (shared by every block, the stem and the head), a head, a
+QK dimension (shared by all heads of its block), a V dimension (likewise) and an MLP neuron. A unit's gate scales
+every weight element that belongs to it, W = g·W_S, so the gated model equals the original while all gates are 1
+and a unit is removed by setting its gate to 0.
+
+The gate gradient at g = 1 is dL/dg_S = Σ_{s∈S} ∂L/∂w_s · w_s (NViT Eq. 4). It is computed here in closed form from
+the weights and the gradients back-propagation already produced, so training never pays for re-parameterising the
+weights in every forward pass; `tests/pruner` checks it against autograd through explicit gates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lut_server.dims import WIDTH_AXES, BlockWidths, ModelDims
+from profiler.vit import Block, VisionTransformer
+
+UNIT_AXES: tuple[str, ...] = ("emb", *WIDTH_AXES)
+
+
+@dataclass
+class BlockGates:
+    """Per-block gates: `heads` [H], `qk` [QK], `v` [V], `mlp` [MLP]; 1 = kept, 0 = removed."""
+
+    heads: Tensor
+    qk: Tensor
+    v: Tensor
+    mlp: Tensor
+
+    def get(self, axis: str) -> Tensor:
+        return getattr(self, axis)
+
+    def widths(self) -> BlockWidths:
+        return BlockWidths(*(int(self.get(a).count_nonzero()) for a in WIDTH_AXES))
+
+
+@dataclass
+class Gates:
+    """All gates of a model: one EMB vector and one BlockGates per block."""
+
+    emb: Tensor
+    blocks: list[BlockGates]
+
+    @classmethod
+    def ones_like(cls, model: VisionTransformer, dtype: torch.dtype = torch.float32) -> Gates:
+        dims = model.model_dims
+        return cls(
+            emb=torch.ones(dims.emb, dtype=dtype),
+            blocks=[BlockGates(*(torch.ones(getattr(b, a), dtype=dtype) for a in WIDTH_AXES)) for b in dims.blocks],
+        )
+
+    def zeros_like(self) -> Gates:
+        return Gates(
+            torch.zeros_like(self.emb, dtype=torch.float64),
+            [BlockGates(*(torch.zeros_like(b.get(a), dtype=torch.float64) for a in WIDTH_AXES)) for b in self.blocks],
+        )
+
+    def vectors(self) -> list[tuple[str, int | None, Tensor]]:
+        """(axis, block index or None for emb, tensor) for every gate vector."""
+        out: list[tuple[str, int | None, Tensor]] = [("emb", None, self.emb)]
+        for i, block in enumerate(self.blocks):
+            out.extend((axis, i, block.get(axis)) for axis in WIDTH_AXES)
+        return out
+
+    def model_dims(self) -> ModelDims:
+        """The dims the model has once the removed units are dropped."""
+        return ModelDims(int(self.emb.count_nonzero()), tuple(b.widths() for b in self.blocks))
+
+    def as_dict(self) -> dict:
+        return {
+            "emb": self.emb.tolist(),
+            "blocks": [{a: b.get(a).tolist() for a in WIDTH_AXES} for b in self.blocks],
+        }
+
+
+def _wg(param: Tensor) -> Tensor:
+    """w · ∂L/∂w elementwise (zeros where the parameter got no gradient)."""
+    if param.grad is None:
+        return torch.zeros_like(param)
+    return param.detach() * param.grad.detach()
+
+
+def _block_gate_gradients(block: Block) -> tuple[dict[str, Tensor], Tensor]:
+    """Per-unit dL/dg of one block's heads/qk/v/mlp, and its contribution to the EMB gates."""
+    d = block.dims
+    h, q, v = d.heads, d.qk, d.v
+    qk_w = _wg(block.qk.weight).reshape(2, h, q, d.emb)
+    qk_b = _wg(block.qk.bias).reshape(2, h, q)
+    v_w = _wg(block.v.weight).reshape(h, v, d.emb)
+    v_b = _wg(block.v.bias).reshape(h, v)
+    proj_w = _wg(block.proj.weight).reshape(d.emb, h, v)
+    fc1_w, fc1_b, fc2_w = _wg(block.fc1.weight), _wg(block.fc1.bias), _wg(block.fc2.weight)
+    units = {
+        "heads": qk_w.sum((0, 2, 3)) + qk_b.sum((0, 2)) + v_w.sum((1, 2)) + v_b.sum(1) + proj_w.sum((0, 2)),
+        "qk": qk_w.sum((0, 1, 3)) + qk_b.sum((0, 1)),
+        "v": v_w.sum((0, 2)) + v_b.sum(0) + proj_w.sum((0, 1)),
+        "mlp": fc1_w.sum(1) + fc1_b + fc2_w.sum(0),
+    }
+    emb = (
+        _wg(block.norm1.weight)
+        + _wg(block.norm1.bias)
+        + qk_w.sum((0, 1, 2))
+        + v_w.sum((0, 1))
+        + proj_w.sum((1, 2))
+        + _wg(block.proj.bias)
+        + _wg(block.norm2.weight)
+        + _wg(block.norm2.bias)
+        + fc1_w.sum(0)
+        + fc2_w.sum(1)
+        + _wg(block.fc2.bias)
+    )
+    return units, emb
+
+
+def gate_gradients(model: VisionTransformer) -> Gates:
+    """dL/dg for every unit gate at the current weights and gradients (call after loss.backward())."""
+    stem, head = model.stem, model.head
+    emb = _wg(stem.patch_embed.weight).flatten(1).sum(1) + _wg(stem.patch_embed.bias)
+    emb = emb + _wg(stem.cls_token).sum((0, 1)) + _wg(stem.pos_embed).sum((0, 1))
+    if stem.dist_token is not None:
+        emb = emb + _wg(stem.dist_token).sum((0, 1))
+    emb = emb + _wg(head.norm.weight) + _wg(head.norm.bias) + _wg(head.head.weight).sum(0)
+    if head.head_dist is not None:
+        emb = emb + _wg(head.head_dist.weight).sum(0)
+    blocks = []
+    for block in model.blocks:
+        units, block_emb = _block_gate_gradients(block)
+        emb = emb + block_emb
+        blocks.append(BlockGates(**units))
+    return Gates(emb, blocks)
