@@ -144,7 +144,7 @@ class TableStore:
             signature = _signature(path)
             if signature is not None:
                 self._entries[table_id] = _Entry(signature, table, None)
-        log.info("table stored", extra={"table": table_id, "created": created})
+        log.info("table stored", extra={"table": table_id, "new_table": created})
         return table, created
 
     def delete(self, table_id: str) -> None:
