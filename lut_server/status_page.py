@@ -46,7 +46,7 @@ table.meta td,table.meta th{padding:2px 10px 2px 0;text-align:left}
 table.meta th{color:#555;font-weight:600}
 form.held{margin:.4rem 0 .8rem} form.held label{margin-right:.8rem} form.held input{width:5.5em}
 div.plots{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0} figcaption{font-size:.85rem;color:#444;text-align:center}
+figure{margin:0;width:300px} figcaption{font-size:.85rem;color:#444;text-align:center}
 svg text{font-size:10px;fill:#444} .note{color:#a33}
 """
 
@@ -112,7 +112,6 @@ def _svg_plot(axis: str, xs: np.ndarray, ys: np.ndarray, grid: list[int], y_max:
     parts.append(f'<text x="{_LEFT + plot_w / 2}" y="{_H - 4}" text-anchor="middle">{escape(axis)}</text>')
     parts.append(f'<text x="{_LEFT}" y="{_TOP + plot_h + 13}" text-anchor="start">{lo:g}</text>')
     parts.append(f'<text x="{_LEFT + plot_w}" y="{_TOP + plot_h + 13}" text-anchor="end">{hi:g}</text>')
-    parts.append(f'<text x="4" y="{_TOP + 8}" text-anchor="start">ms</text>')
     if len(xs) > 1:
         points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys, strict=True))
         parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="3"/>')
