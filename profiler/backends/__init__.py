@@ -10,6 +10,8 @@ from profiler.backends.base import Backend, BackendUnavailable
 _BACKENDS: dict[str, str] = {
     "torch-cpu": "profiler.backends.torch_cpu:TorchCpuBackend",
     "torch-cuda": "profiler.backends.torch_cuda:TorchCudaBackend",
+    "onnxruntime": "profiler.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "tensorrt": "profiler.backends.tensorrt_backend:TensorRtBackend",
 }
 
 
