@@ -1,0 +1,203 @@
+"""`python -m profiler merge SHARD.json... --out TABLE.json`: combine the shards of a sharded sweep into one table.
+
+Shards are profiled with `profile --shard i/n` on several GPUs or machines. They merge only when everything that
+decides a latency is the same — workload (backend, precision, threads, options, batch, tokens), device name and
+kind, software versions, model, grid, parts and timing protocol; the refusal names the first field that differs.
+Overlapping cells are refused, never averaged: two measurements of one cell mean the shards do not come from one
+split (or one was re-run), and silently picking either would hide that. The merged table is complete when every
+cell is covered; it carries no validation (run `profiler validate` on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lut_server.table_format import PART_AXES, TableFormatError, read_table, write_table
+from profiler.environment import utc_now
+from profiler.grids import GridSpec
+from profiler.sweep import Cell, cell_dims, is_measured, plan_cells
+
+STAT_FIELDS: tuple[str, ...] = ("median_ms", "p10_ms", "p90_ms", "samples")
+
+
+class ShardMismatch(ValueError):
+    """Shards that cannot be one table; the message names the file and the field."""
+
+
+def _settings(doc: Mapping[str, Any]) -> dict[str, Any]:
+    device = doc.get("device") or {}
+    return {
+        "workload": doc.get("workload"),
+        "device.name": device.get("name"),
+        "device.kind": device.get("kind"),
+        "software": doc.get("software"),
+        "model": doc.get("model"),
+        "grid": doc.get("grid"),
+        "parts": sorted(doc.get("parts", {})),
+        "protocol": doc.get("protocol"),
+        "format version": doc.get("version"),
+    }
+
+
+def _first_difference(a: Any, b: Any, where: str) -> str:
+    """The dotted path of the first differing entry (so 'software.torch', not just 'software')."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}")
+    return where
+
+
+def check_compatible(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
+    reference = _settings(docs[0])
+    for doc, name in zip(docs[1:], names[1:], strict=True):
+        for field, value in _settings(doc).items():
+            if value != reference[field]:
+                path = _first_difference(reference[field], value, field)
+                raise ShardMismatch(
+                    f"{name} differs from {names[0]} in {path}: {_lookup(value, path, field)!r} vs "
+                    f"{_lookup(reference[field], path, field)!r}; shards must share every setting to be merged"
+                )
+    seen: dict[str, str] = {}
+    for doc, name in zip(docs, names, strict=True):
+        shard = (doc.get("sweep") or {}).get("shard")
+        if shard is None:
+            continue
+        label = f"{shard['index']}/{shard['count']}"
+        if label in seen:
+            raise ShardMismatch(f"{name} and {seen[label]} are both shard {label}")
+        seen[label] = name
+
+
+def _lookup(value: Any, path: str, field: str) -> Any:
+    for key in path[len(field) :].split(".")[1:]:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _get(values: list, index: tuple[int, ...]) -> Any:
+    for i in index:
+        values = values[i]
+    return values
+
+
+def _set(values: list, index: tuple[int, ...], value: Any) -> None:
+    for i in index[:-1]:
+        values = values[i]
+    values[index[-1]] = value
+
+
+def merge_tables(docs: Sequence[Mapping[str, Any]], names: Sequence[str], allow_incomplete: bool = False) -> dict:
+    """One table from compatible shards; raises ShardMismatch on differing settings or overlapping cells."""
+    if not docs:
+        raise ValueError("merge needs at least one shard")
+    check_compatible(docs, names)
+    spec = GridSpec(docs[0]["grid"], tuple(p for p in PART_AXES if p in docs[0]["parts"]))
+    cells = plan_cells(spec)
+    merged = json.loads(json.dumps(docs[0]))  # deep copy; shard 0's metadata is the base
+    owner: dict[Cell, str] = {}
+    for doc, name in zip(docs, names, strict=True):
+        for cell in cells:
+            if not is_measured(doc, cell):
+                continue
+            if cell in owner:
+                raise ShardMismatch(
+                    f"cell {cell[0]} {cell_dims(spec, cell)} is measured in both {owner[cell]} and {name}; "
+                    "shards of one split never overlap (was a shard re-run or given twice?)"
+                )
+            owner[cell] = name
+            part, index = cell
+            for field in STAT_FIELDS:
+                if field in doc["parts"][part]:
+                    _set(merged["parts"][part][field], index, _get(doc["parts"][part][field], index))
+    missing = [c for c in cells if c not in owner]
+    if missing and not allow_incomplete:
+        example = ", ".join(f"{c[0]} {cell_dims(spec, c)}" for c in missing[:3])
+        raise ShardMismatch(
+            f"the shards cover {len(owner)} of {len(cells)} cells; {len(missing)} are missing (e.g. {example}). "
+            "Merge all shards, or pass --allow-incomplete to write a partial table (`profile --resume` on it, with "
+            "the same settings and no --shard, measures the missing cells)"
+        )
+    sweeps = [doc.get("sweep") or {} for doc in docs]
+    merged["complete"] = not missing
+    merged["created"] = utc_now()
+    merged["validation"] = None
+    merged["sweep"] = {
+        "measurements": sum(int(s.get("measurements", 0)) for s in sweeps),
+        "points_done": len(owner),
+        "points_total": len(cells),
+        "wall_s": round(max(float(s.get("wall_s", 0.0)) for s in sweeps), 2),  # shards run side by side
+        "shard": None,
+        "seed": sweeps[0].get("seed"),
+        "reference": {
+            "dims": (sweeps[0].get("reference") or {}).get("dims"),
+            "series": [],
+            "drift_pct": max(float((s.get("reference") or {}).get("drift_pct", 0.0)) for s in sweeps),
+        },
+        "flagged": [f for s in sweeps for f in s.get("flagged", [])],
+        "merged_from": [
+            {
+                "file": name,
+                "shard": s.get("shard"),
+                "created": doc.get("created"),
+                "host": _host(doc),
+                "points": sum(1 for c in owner.values() if c == name),
+                "measurements": s.get("measurements"),
+                "wall_s": s.get("wall_s"),
+                "drift_pct": (s.get("reference") or {}).get("drift_pct"),
+                "reference": (s.get("reference") or {}).get("series", []),
+            }
+            for doc, name, s in zip(docs, names, sweeps, strict=True)
+        ],
+    }
+    return merged
+
+
+def _host(doc: Mapping[str, Any]) -> Any:
+    device = doc.get("device") or {}
+    return device.get("host") or {k: device.get(k) for k in ("cpu", "os") if k in device} or None
+
+
+def merge_files(paths: Sequence[Path], out: Path, allow_incomplete: bool = False, force: bool = False) -> dict:
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    names = [p.name for p in paths]
+    if len(set(map(str, paths))) != len(paths):
+        raise ShardMismatch("the same shard file is given twice")
+    docs = [read_table(p) for p in paths]
+    merged = merge_tables(docs, names, allow_incomplete=allow_incomplete)
+    write_table(out, merged)
+    return merged
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    try:
+        merged = merge_files(args.shards, args.out, allow_incomplete=args.allow_incomplete, force=args.force)
+    except (ShardMismatch, TableFormatError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = merged["sweep"]
+    summary = {
+        "table": str(args.out),
+        "complete": merged["complete"],
+        "shards": len(args.shards),
+        "points": s["points_done"],
+        "points_total": s["points_total"],
+        "measurements": s["measurements"],
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("merge", help="combine the shards of a `profile --shard i/n` sweep into one table")
+    p.add_argument("shards", nargs="+", type=Path, help="shard table files")
+    p.add_argument("--out", required=True, type=Path, help="tables/ID.json")
+    p.add_argument("--allow-incomplete", action="store_true", help="write even if some cells are not covered")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(handler=cmd_merge)

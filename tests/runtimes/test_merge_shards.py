@@ -1,0 +1,132 @@
+"""Sharded sweeps merged into one table: same cells as an unsharded sweep; mismatched shards refused by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lut_server.dims import BlockDims
+from lut_server.latency_table import LatencyTable
+from lut_server.table_format import read_table, write_table
+from profiler.cli import main
+
+PROFILE = ["profile", "--backend", "torch-cpu", "--grid", "tiny", "--quick", "--batch", "1", "--tokens", "17"]
+
+
+def _profile(out: Path, *extra: str) -> None:
+    assert main([*PROFILE, "--out", str(out), "--no-progress", *extra]) == 0
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("shards")
+    paths = {"full": root / "full.json"}
+    _profile(paths["full"])
+    for i in range(3):
+        paths[f"s{i}"] = root / f"shard{i}.json"
+        _profile(paths[f"s{i}"], "--shard", f"{i}/3")
+    return paths
+
+
+def _covered(doc: dict) -> dict[str, np.ndarray]:
+    return {name: np.isfinite(np.array(part["median_ms"], dtype=float)) for name, part in doc["parts"].items()}
+
+
+def test_three_shards_merge_to_the_unsharded_point_set(sweeps: dict[str, Path], tmp_path: Path, capsys) -> None:
+    shards = [sweeps[f"s{i}"] for i in (2, 0, 1)]  # order of the arguments does not matter
+    for path in shards:
+        assert not read_table(path)["complete"]
+    out = tmp_path / "merged.json"
+    assert main(["merge", *map(str, shards), "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    merged, full = read_table(out), read_table(sweeps["full"])
+    assert summary == {**summary, "complete": True, "shards": 3, "points": 24, "points_total": 24}
+    assert merged["complete"] and merged["sweep"]["shard"] is None and merged["validation"] is None
+    assert merged["grid"] == full["grid"] and set(merged["parts"]) == set(full["parts"])
+    covered, want = _covered(merged), _covered(full)
+    for name in want:
+        assert covered[name].all() and want[name].all()
+    # every merged value is the shard's own measurement, cell by cell, and the shards are disjoint
+    total = 0
+    for path in shards:
+        doc = read_table(path)
+        for name, part in doc["parts"].items():
+            values = np.array(part["median_ms"], dtype=float)
+            mask = np.isfinite(values)
+            total += int(mask.sum())
+            np.testing.assert_array_equal(np.array(merged["parts"][name]["median_ms"], dtype=float)[mask], values[mask])
+    assert total == 24
+    assert merged["sweep"]["measurements"] == sum(read_table(p)["sweep"]["measurements"] for p in shards)
+    assert sorted(m["shard"]["index"] for m in merged["sweep"]["merged_from"]) == [0, 1, 2]
+    # the merged table serves queries: its prediction is the sum of the shards' own cells, interpolated
+    (predicted,) = LatencyTable(merged, "m").block_latency([BlockDims(48, 2, 12, 12, 48)])
+    assert np.isfinite(predicted) and predicted > 0
+
+
+def _variant(src: Path, dst: Path, change) -> Path:
+    doc = read_table(src)
+    change(doc)
+    write_table(dst, doc)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d["workload"].update(batch=2), "workload.batch"),
+        (lambda d: d["workload"].update(threads=2), "workload.threads"),
+        (lambda d: d["device"].update(name="Another CPU"), "device.name"),
+        (lambda d: d["software"].update(torch="9.9.9"), "software.torch"),
+        (lambda d: d["protocol"].update(min_repeats=99), "protocol.min_repeats"),
+    ],
+)
+def test_mismatched_shards_are_refused_naming_the_field(
+    sweeps: dict[str, Path], tmp_path: Path, capsys, change, field: str
+) -> None:
+    odd = _variant(sweeps["s1"], tmp_path / "odd.json", change)
+    out = tmp_path / "merged.json"
+    assert main(["merge", str(sweeps["s0"]), str(odd), str(sweeps["s2"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "odd.json" in err
+    assert not out.exists()
+
+
+def test_different_grids_are_refused(tmp_path: Path, sweeps: dict[str, Path], capsys) -> None:
+    grid = {"grid": {"emb": [32, 64], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [32, 48]}}
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    other = tmp_path / "other-grid.json"
+    assert main([*PROFILE[:4], str(tmp_path / "grid.json"), *PROFILE[5:], "--out", str(other), "--no-progress",
+                 "--shard", "1/3"]) == 0  # fmt: skip
+    assert main(["merge", str(sweeps["s0"]), str(other), "--out", str(tmp_path / "m.json")]) == 2
+    assert "grid.mlp" in capsys.readouterr().err
+
+
+def test_overlapping_and_missing_cells(sweeps: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "merged.json"
+    assert main(["merge", str(sweeps["s0"]), str(sweeps["full"]), "--out", str(out)]) == 2
+    assert "measured in both" in capsys.readouterr().err
+    copy = tmp_path / "copy-of-shard0.json"
+    copy.write_text(sweeps["s0"].read_text())
+    assert main(["merge", str(sweeps["s0"]), str(copy), "--out", str(out)]) == 2
+    assert "both shard 0/3" in capsys.readouterr().err
+    assert main(["merge", str(sweeps["s0"]), str(sweeps["s1"]), "--out", str(out)]) == 2
+    assert "missing" in capsys.readouterr().err and not out.exists()
+
+
+def test_incomplete_merge_is_resumed_to_a_complete_table(sweeps: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "partial.json"
+    assert main(["merge", str(sweeps["s0"]), str(sweeps["s1"]), "--out", str(out), "--allow-incomplete"]) == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is False
+    before = read_table(out)
+    _profile(out, "--resume")
+    after = read_table(out)
+    assert after["complete"]
+    for name, part in before["parts"].items():  # the merged shards' cells were kept, not re-measured
+        values = np.array(part["median_ms"], dtype=float)
+        mask = np.isfinite(values)
+        np.testing.assert_array_equal(np.array(after["parts"][name]["median_ms"], dtype=float)[mask], values[mask])
+    assert main(["merge", str(sweeps["s0"]), "--out", str(out)]) == 2  # refuses to overwrite without --force
+    assert "exists" in capsys.readouterr().err
