@@ -3,7 +3,8 @@
 # Why a second venv: timm imports torchvision, and the registry's torchvision does not load with the local CPU
 # torch 2.13.0 build that .venv uses ("operator torchvision::nms does not exist"). The registry's default torch
 # build (with CUDA libraries) runs on the CPU and loads its matching torchvision, so real timm runs there.
-# The test runs this repository from source in that venv (PYTHONPATH), so vitlut itself is not installed into it.
+# The test runs this repository from source in that venv (PYTHONPATH), so vitlut itself is not installed into it;
+# scipy is there because importing pruner imports the latency table module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VITLUT_TIMM_VENV:-.venv-timm}"
@@ -14,7 +15,7 @@ if [ -f "$STAMP" ]; then
 fi
 test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 start=$(date +%s)
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check 'timm>=1.0,<2' 'numpy>=1.26'
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check 'timm>=1.0,<2' 'numpy>=1.26' 'scipy>=1.11'
 "$VENV/bin/python" -c 'import timm, torch; print(f"timm {timm.__version__} with torch {torch.__version__}")'
 echo "installed $VENV in $(( $(date +%s) - start )) s"
 touch "$STAMP"

@@ -1,0 +1,259 @@
+"""The end-to-end demo: train a small ViT on digits, prune it against the latency service, compact, measure.
+
+Every latency number the pruning uses comes over HTTP from the server (one `deltas` request per pruning step); the
+compacted model's latency is then measured on this machine with the table's own backend, batch and threads, so
+the report shows both the prediction and the truth.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lut_server.atomic_file import write_json_atomic
+from lut_server.client import LatencyClient
+from profiler.backends import create_backend
+from profiler.timing import Protocol, measure
+from profiler.vit import VisionTransformer
+from pruner.checkpoint import load_compact, save_compact
+from pruner.demo_table import DEMO_BACKEND, DEMO_BATCH, DEMO_THREADS, ensure_demo_table
+from pruner.digits import DEMO_DIMS, DIGITS_CONFIG, DigitsSplit, accuracy, batches, load_digits_split, new_demo_model
+from pruner.digits import train as train_model
+from pruner.latency_pruner import Pruner
+from pruner.objectives import nvit_objective
+from pruner.onnx_model import export_model_onnx, onnx_logits
+from pruner.plots import plot_dims, plot_run
+
+TRAIN_EPOCHS = 60
+TRAIN_LR = 2e-3
+
+
+def _log(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def original_model(split: DigitsSplit, cache: Path, seed: int) -> tuple[VisionTransformer, bool]:
+    """The trained original, from the cache when an earlier run left one; (model, reused)."""
+    path = cache / f"digits-vit-seed{seed}-e{TRAIN_EPOCHS}"
+    try:
+        return load_compact(path), True
+    except (FileNotFoundError, ValueError):
+        pass
+    model = new_demo_model(seed)
+    train_model(model, split, TRAIN_EPOCHS, lr=TRAIN_LR, seed=seed)
+    save_compact(model.eval(), path)
+    return model.eval(), False
+
+
+def measure_latency(models: dict[str, VisionTransformer], rounds: int = 3) -> dict[str, float]:
+    """Median over `rounds` alternating measurements per model, with the table's backend, batch and threads."""
+    backend = create_backend(DEMO_BACKEND, "fp32", DEMO_THREADS)
+    cfg = DIGITS_CONFIG
+    images = torch.randn(DEMO_BATCH, cfg.in_chans, cfg.image_size, cfg.image_size, generator=torch.Generator())
+    runners = {name: backend.prepare(copy.deepcopy(m), (images,)) for name, m in models.items()}
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            samples[name].append(measure(run, Protocol()).median_ms)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def prune(
+    model: VisionTransformer,
+    teacher: VisionTransformer,
+    split: DigitsSplit,
+    client: LatencyClient,
+    target: float,
+    eta: float,
+    prune_every: int,
+    groups_per_step: int,
+    seed: int,
+    lr: float = 5e-4,
+) -> tuple[Pruner, list[dict[str, Any]]]:
+    """Finetune with α·KL(teacher) + CE while removing groups every `prune_every` iterations until the target."""
+    p = Pruner(model, latency=client, target_ratio=target, eta=eta, groups_per_step=groups_per_step)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(seed + 1)
+    timeline: list[dict[str, Any]] = []
+    iteration = 0
+    teacher.eval()
+    model.train()
+    while not p.done:
+        for x, y in batches(split.train_x, split.train_y, 64, generator):
+            with torch.no_grad():
+                teacher_logits = teacher.forward_both(x)
+            loss = nvit_objective(model.forward_both(x), y, teacher=teacher_logits, alpha=1.0, tau=1.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            p.accumulate()
+            optimizer.step()
+            iteration += 1
+            if iteration % prune_every == 0:
+                record = p.step()
+                if record.index == 0:
+                    timeline.append(
+                        {"step": 0, "predicted_ms": p.original_ms, "accuracy": None, "dims": DEMO_DIMS.as_dict()}
+                    )
+                timeline.append(
+                    {
+                        "step": record.index + 1,
+                        "predicted_ms": record.latency_after_ms,
+                        "accuracy": accuracy(model, split.test_x, split.test_y),
+                        "removed": [c.name for c in record.removed],
+                        "dims": record.dims.as_dict(),
+                    }
+                )
+                if p.done:
+                    break
+    return p, timeline
+
+
+def run_demo(
+    server: str,
+    table_id: str,
+    target: float,
+    out: Path,
+    token: str | None = None,
+    eta: float = 1.0,
+    cache: Path | None = None,
+    seed: int = 0,
+    prune_every: int = 6,
+    groups_per_step: int = 2,
+    finetune_epochs: int = 30,
+    train_threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    cache = cache or out / "cache"
+    train_threads = train_threads or min(2, os.cpu_count() or 1)
+    torch.set_num_threads(train_threads)
+    split = load_digits_split(seed=seed)
+    client = LatencyClient(server, table_id, token=token, timeout=60.0)
+    summary, profiled = ensure_demo_table(client, DEMO_DIMS, DIGITS_CONFIG, out / "tables", progress)
+    _log(f"table {table_id}: {summary.get('device')} {summary.get('backend')} batch {summary.get('batch')}"
+         + (" (profiled now)" if profiled else " (already served)"))  # fmt: skip
+    torch.set_num_threads(train_threads)  # the timing backend pins 1 thread
+    t0 = time.perf_counter()
+    original, reused = original_model(split, cache, seed)
+    original_acc = accuracy(original, split.test_x, split.test_y)
+    _log(f"original model {'reused from cache' if reused else 'trained'}: held-out accuracy {original_acc:.2f}%")
+    train_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    student = copy.deepcopy(original)
+    pruner, timeline = prune(student, original, split, client, target, eta, prune_every, groups_per_step, seed)
+    timeline[0]["accuracy"] = original_acc
+    pruned_before_ft = accuracy(student, split.test_x, split.test_y)
+    _log(f"pruned in {len(pruner.history)} steps: predicted {pruner.original_ms:.2f} -> {pruner.predicted_ms:.2f} ms")
+
+    def loss_fn(model, x, y):
+        with torch.no_grad():
+            teacher_logits = original.forward_both(x)
+        return nvit_objective(model.forward_both(x), y, teacher=teacher_logits, alpha=1.0, tau=1.0)
+
+    train_model(student, split, finetune_epochs, lr=1e-3, seed=seed + 2, loss_fn=loss_fn)
+    prune_s = time.perf_counter() - t0
+    small = pruner.compact().eval()
+    pruned_acc = accuracy(small, split.test_x, split.test_y)
+    gated_acc = accuracy(student, split.test_x, split.test_y)
+    _log(f"finetuned and compacted: held-out accuracy {pruned_acc:.2f}% (gated model {gated_acc:.2f}%)")
+
+    predicted_pruned = client.model_latency(small.model_dims)
+    t0 = time.perf_counter()
+    measured = measure_latency({"original": original, "pruned": small})
+    torch.set_num_threads(train_threads)
+    measure_s = time.perf_counter() - t0
+    _log(f"measured: original {measured['original']:.2f} ms, pruned {measured['pruned']:.2f} ms")
+
+    model_dir = save_compact(small, out / "pruned-model").parent
+    onnx_path = export_model_onnx(small, out / "pruned-model" / "model.onnx", batch=8)
+    sample = split.test_x[:8]
+    onnx_diff = float(np.abs(onnx_logits(onnx_path, sample.numpy()) - small(sample).detach().numpy()).max())
+
+    ratio = measured["pruned"] / measured["original"]
+    pred_err = 100 * abs(predicted_pruned - measured["pruned"]) / measured["pruned"]
+    steps = len(pruner.history)
+    report = {
+        "table": {"id": table_id, "server": server, "profiled_now": profiled, "summary": summary},
+        "workload": {
+            "backend": DEMO_BACKEND,
+            "batch": DEMO_BATCH,
+            "threads": DEMO_THREADS,
+            "tokens": DIGITS_CONFIG.tokens,
+        },
+        "target_ratio": target,
+        "eta": eta,
+        "original": {
+            "accuracy": original_acc,
+            "measured_ms": measured["original"],
+            "predicted_ms": pruner.original_ms,
+            "dims": DEMO_DIMS.as_dict(),
+            "parameters": sum(t.numel() for t in original.parameters()),
+        },
+        "pruned": {
+            "accuracy": pruned_acc,
+            "accuracy_before_finetune": pruned_before_ft,
+            "measured_ms": measured["pruned"],
+            "predicted_ms": predicted_pruned,
+            "dims": small.model_dims.as_dict(),
+            "parameters": sum(t.numel() for t in small.parameters()),
+            "saved_to": str(model_dir),
+            "onnx_max_abs_logit_diff": onnx_diff,
+        },
+        "steps": steps,
+        "http_requests": client.request_count,
+        "checks": {
+            "measured_ratio": ratio,
+            "measured_ratio_ok": ratio <= target + 0.1,
+            "predicted_vs_measured_pct": pred_err,
+            "predicted_vs_measured_ok": pred_err <= 10.0,
+            "accuracy_drop_points": original_acc - pruned_acc,
+            "accuracy_drop_ok": original_acc - pruned_acc <= 2.0,
+            "http_requests_ok": client.request_count <= steps + 5,
+        },
+        "timeline": timeline,
+        "history": [r.as_dict() for r in pruner.history],
+        "wall_s": {
+            "train": train_s,
+            "prune_and_finetune": prune_s,
+            "measure": measure_s,
+            "total": time.perf_counter() - started,
+        },
+    }
+    write_json_atomic(out / "report.json", report)
+    plot_run(timeline, pruner.target_ms, measured, out / "latency_accuracy.png")
+    plot_dims(DEMO_DIMS, small.model_dims, out / "pruned_dims.png")
+    client.close()
+    return report
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    o, p, c = report["original"], report["pruned"], report["checks"]
+    mark = {True: "ok", False: "MISSED"}
+
+    def model_line(name: str, m: dict[str, Any]) -> str:
+        return (
+            f"{name:9s} {m['accuracy']:.2f}% held-out, measured {m['measured_ms']:.2f} ms, "
+            f"predicted {m['predicted_ms']:.2f} ms"
+        )
+
+    return [
+        model_line("original:", o),
+        model_line("pruned:", p),
+        f"measured latency ratio {c['measured_ratio']:.3f} (target {report['target_ratio']}) "
+        f"[{mark[c['measured_ratio_ok']]}]",
+        f"predicted vs measured {c['predicted_vs_measured_pct']:.1f}% [{mark[c['predicted_vs_measured_ok']]}]",
+        f"accuracy drop {c['accuracy_drop_points']:.2f} points [{mark[c['accuracy_drop_ok']]}]",
+        f"{report['steps']} pruning steps, {report['http_requests']} HTTP requests [{mark[c['http_requests_ok']]}]",
+        f"pruned dims: EMB {p['dims']['emb']}, blocks "
+        + ", ".join(f"{b['heads']}h/{b['qk']}qk/{b['v']}v/{b['mlp']}mlp" for b in p["dims"]["blocks"]),
+    ]

@@ -1,0 +1,82 @@
+"""Makes sure the latency service holds a table for the demo model's workload: profiles this machine if not.
+
+The grid covers the demo model's dims down to small widths (96 cells: the three block parts plus stem and head),
+timed with the profiler's own Sweep and protocol on torch-cpu with 1 thread, validated on a few random off-grid
+blocks and models, and uploaded through the client.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from lut_server.client import LatencyClient, LatencyServiceError
+from lut_server.dims import ModelDims
+from lut_server.table_format import read_table
+from profiler.backends import create_backend
+from profiler.grids import DEFAULT_PARTS, GridSpec
+from profiler.sweep import Sweep
+from profiler.timing import Protocol
+from profiler.validate import validate_table_file
+from profiler.vit import VitConfig
+from profiler.workload import Workload
+
+DEMO_GRID = GridSpec(
+    {"emb": [32, 64, 96, 128], "heads": [1, 2, 4], "qk": [8, 16, 32], "v": [8, 16, 32], "mlp": [16, 128, 256, 512]},
+    DEFAULT_PARTS,
+)
+DEMO_BATCH = 64
+"""Inference batch of the demo's latency: large enough that latency is compute-bound and scales with the widths
+(at batch 1 this small model is dominated by per-operator overhead and barely gets faster when pruned)."""
+DEMO_BACKEND = "torch-cpu"
+DEMO_THREADS = 1
+
+
+def table_matches(summary: dict[str, Any], dims: ModelDims, config: VitConfig) -> str | None:
+    """Why a served table cannot serve the demo model (None when it can)."""
+    if summary.get("backend") != DEMO_BACKEND or summary.get("batch") != DEMO_BATCH:
+        found = f"{summary.get('backend')} at batch {summary.get('batch')}"
+        return f"it is {found}, the demo needs {DEMO_BACKEND} at batch {DEMO_BATCH}"
+    if summary.get("tokens") != config.tokens:
+        return f"it has {summary.get('tokens')} tokens, the demo model has {config.tokens}"
+    ranges = summary.get("ranges", {})
+    for axis, value in [("emb", dims.emb)] + [(a, getattr(dims.blocks[0], a)) for a in ("heads", "qk", "v", "mlp")]:
+        lo, hi = ranges.get(axis, (None, None))
+        if lo is None or not lo <= value <= hi:
+            return f"its {axis} range {lo}..{hi} does not cover {value}"
+    if not {"stem", "head"} <= set(summary.get("parts", [])):
+        return "it has no stem/head parts"
+    return None
+
+
+def profile_demo_table(path: Path, config: VitConfig, progress: bool = True) -> dict[str, Any]:
+    """Sweep the demo grid on this machine (resuming a killed sweep) and validate it; returns the table."""
+    backend = create_backend(DEMO_BACKEND, "fp32", DEMO_THREADS)
+    workload = Workload(DEMO_BATCH, config.tokens, config)
+    Sweep(path, backend, workload, DEMO_GRID, Protocol(), resume=path.exists(), seed=0).run(progress=progress)
+    if read_table(path).get("validation") is None:
+        validate_table_file(path, points=24, models=6, depth=4, retest=8, progress=progress)
+    return read_table(path)
+
+
+def ensure_demo_table(
+    client: LatencyClient, dims: ModelDims, config: VitConfig, work_dir: Path, progress: bool = True
+) -> tuple[dict[str, Any], bool]:
+    """The served table's summary, profiling and uploading one first if the server lacks it; (summary, profiled)."""
+    try:
+        summary = client.summary()
+    except LatencyServiceError as exc:
+        if exc.status != 404:
+            raise
+        summary = None
+    if summary is not None:
+        problem = table_matches(summary, dims, config)
+        if problem:
+            raise ValueError(f"table {client.table_id!r} on the server cannot serve the demo model: {problem}")
+        return summary, False
+    path = work_dir / f"{client.table_id}.json"
+    print(f"table {client.table_id!r} is not on the server: profiling this machine into {path}", file=sys.stderr)
+    doc = profile_demo_table(path, config, progress)
+    summary = client.upload(doc)
+    return summary, True
