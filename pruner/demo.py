@@ -27,7 +27,7 @@ from pruner.checkpoint import load_compact, save_compact
 from pruner.demo_table import DEMO_BACKEND, DEMO_BATCH, DEMO_THREADS, ensure_demo_table
 from pruner.digits import DEMO_DIMS, DIGITS_CONFIG, DigitsSplit, accuracy, batches, load_digits_split, new_demo_model
 from pruner.digits import train as train_model
-from pruner.latency_pruner import Pruner
+from pruner.latency_pruner import LatencySource, Pruner
 from pruner.objectives import nvit_objective
 from pruner.onnx_model import export_model_onnx, onnx_logits
 from pruner.plots import plot_dims, plot_run
@@ -70,7 +70,7 @@ def prune(
     model: VisionTransformer,
     teacher: VisionTransformer,
     split: DigitsSplit,
-    client: LatencyClient,
+    client: LatencySource,
     target: float,
     eta: float,
     prune_every: int,
