@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,10 @@ def monotone_envelope(values: np.ndarray) -> np.ndarray:
     return out
 
 
+SMALL_QUERY_POINTS = 4
+"""Up to this many points a part is evaluated point by point in Python; above, by one vectorised scipy call."""
+
+
 class _PartInterpolator:
     """Multilinear interpolation of one part, with singleton axes handled as exact-match axes."""
 
@@ -73,13 +79,39 @@ class _PartInterpolator:
             if self.free
             else None
         )
+        self._grid_lists = [p.tolist() for p in points]
+        self._corners = list(itertools.product((0, 1), repeat=len(self.free)))
 
     def __call__(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(columns.values())))
         if self.interp is None:
             return np.full(n, self.constant)
+        if n <= SMALL_QUERY_POINTS:
+            rows = [[float(columns[self.axes[i]][k]) for i in self.free] for k in range(n)]
+            return np.array([self._point(row) for row in rows], dtype=float)
         xi = np.column_stack([columns[self.axes[i]] for i in self.free]).astype(float)
         return self.interp(xi)
+
+    def _point(self, x: list[float]) -> float:
+        """The same multilinear formula as RegularGridInterpolator (linear extrapolation from the edge cell), for
+        one point without numpy's per-call overhead, which dominates single-block server queries."""
+        lower: list[int] = []
+        frac: list[float] = []
+        for g, value in zip(self._grid_lists, x, strict=True):
+            i = min(max(bisect_right(g, value) - 1, 0), len(g) - 2)
+            lower.append(i)
+            frac.append((value - g[i]) / (g[i + 1] - g[i]))
+        item = self.interp.values.item
+        total = 0.0
+        for corner in self._corners:
+            weight = 1.0
+            index = []
+            for k, bit in enumerate(corner):
+                t = frac[k]
+                weight *= t if bit else 1.0 - t
+                index.append(lower[k] + bit)
+            total += weight * item(*index)
+        return total
 
 
 class LatencyTable:

@@ -35,9 +35,9 @@ class _Entry:
     problem: str | None  # why the file is not served (invalid or incomplete)
 
 
-def _signature(path: Path) -> _Signature | None:
+def _signature(path: str | Path) -> _Signature | None:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -50,15 +50,24 @@ class TableStore:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._entries: dict[str, _Entry] = {}
+        self._paths: dict[str, str] = {}  # id -> file path, for ids already validated
         self._lock = threading.Lock()
 
     def path_for(self, table_id: str) -> Path:
         return self.directory / f"{check_table_id(table_id)}.json"
 
+    def _cached_path(self, table_id: str) -> str:
+        path = self._paths.get(table_id)
+        if path is None:
+            path = str(self.path_for(table_id))
+            if len(self._paths) < 10_000:  # ids are validated, but bound the cache all the same
+                self._paths[table_id] = path
+        return path
+
     # ---- reads ----------------------------------------------------------------------------------------------
     def get(self, table_id: str) -> LatencyTable:
         """The current table, reloaded first if its file changed; raises TableNotFound."""
-        path = self.path_for(table_id)
+        path = self._cached_path(table_id)
         signature = _signature(path)
         entry = self._entries.get(table_id)
         if signature is None:
@@ -99,7 +108,7 @@ class TableStore:
         """Files in the directory that are not served, with the reason (after the last scan)."""
         return {k: e.problem for k, e in self._entries.items() if e.problem is not None}
 
-    def _load(self, table_id: str, path: Path, signature: _Signature) -> _Entry:
+    def _load(self, table_id: str, path: str, signature: _Signature) -> _Entry:
         with self._lock:
             current = self._entries.get(table_id)
             if current is not None and current.signature == signature:
@@ -109,7 +118,7 @@ class TableStore:
             return entry
 
     @staticmethod
-    def _read(table_id: str, path: Path) -> _Entry:
+    def _read(table_id: str, path: str) -> _Entry:
         # The signature is taken from the file we actually read, so a write racing this load triggers another.
         for _ in range(3):
             before = _signature(path)
