@@ -17,7 +17,7 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
 from lut_server.dims import AXES
-from lut_server.latency_table import LatencyTable, monotone_envelope
+from lut_server.latency_table import LatencyTable, monotone_fit
 from lut_server.table_format import BLOCK_PARTS, PART_AXES
 
 DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "tables" / "epyc-torch-cpu-fp32-b1-t197.json"
@@ -33,7 +33,7 @@ def per_config_scipy(table: LatencyTable, configs: np.ndarray) -> np.ndarray:
     parts = []
     for name in table.block_parts:
         axes = PART_AXES[name]
-        values = monotone_envelope(np.array(table.data["parts"][name]["median_ms"], dtype=float))
+        values = monotone_fit(np.array(table.data["parts"][name]["median_ms"], dtype=float))
         interp = RegularGridInterpolator(tuple(np.asarray(table.grid[a], float) for a in axes), values)
         parts.append((interp, [AXES.index(a) for a in axes]))
     out = np.empty(len(configs))

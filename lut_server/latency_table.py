@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
+from scipy.optimize import isotonic_regression
 
 from lut_server.dims import AXES, WIDTH_AXES, BlockDims, ModelDims
 from lut_server.table_format import (
@@ -49,13 +50,23 @@ class GroupDeltas:
         return {"total_ms": self.total_ms, "emb": self.emb, "blocks": self.blocks}
 
 
-def monotone_envelope(values: np.ndarray) -> np.ndarray:
-    """Smallest array >= values that never decreases along any axis (a running max along each axis in turn).
+def monotone_fit(values: np.ndarray, sweeps: int = 3) -> np.ndarray:
+    """Values made non-decreasing along every axis, pooling violators rather than raising them.
 
-    Timing noise can make a wider grid point look faster than a narrower one; served latencies must not say that
-    removing units makes a block slower.
+    Timing noise can make a wider grid point look faster than a narrower one, and a pruning criterion must never
+    be told that removing units slows a block down. Isotonic regression along each axis in turn (pool adjacent
+    violators) averages a noisy cell with its neighbours; a running maximum afterwards guarantees monotonicity
+    on every axis at once. A running maximum alone would copy one slow outlier into every wider cell.
     """
-    out = values.copy()
+    out = values.astype(float, copy=True)
+    if out.ndim == 0:
+        return out
+    for _ in range(sweeps):
+        for axis in range(out.ndim):
+            moved = np.moveaxis(out, axis, -1)
+            flat = moved.reshape(-1, moved.shape[-1])
+            fitted = np.array([isotonic_regression(row).x for row in flat]).reshape(moved.shape)
+            out = np.moveaxis(fitted, -1, axis)
     for axis in range(out.ndim):
         out = np.maximum.accumulate(out, axis=axis)
     return out
@@ -129,7 +140,7 @@ class LatencyTable:
             if any(axis in PART_AXES[p] for p in self.data["parts"])
         }
         self._parts = {
-            name: _PartInterpolator(PART_AXES[name], self.grid, monotone_envelope(part_median(self.data, name)))
+            name: _PartInterpolator(PART_AXES[name], self.grid, monotone_fit(part_median(self.data, name)))
             for name in self.data["parts"]
         }
         self.block_parts = [p for p in self._parts if p in BLOCK_PARTS]

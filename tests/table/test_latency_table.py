@@ -3,7 +3,7 @@ import pytest
 from scipy.interpolate import RegularGridInterpolator
 
 from lut_server.dims import AXES, BlockDims, BlockWidths, ModelDims
-from lut_server.latency_table import LatencyTable, QueryError, monotone_envelope
+from lut_server.latency_table import LatencyTable, QueryError, monotone_fit
 from tests.table.table_factory import SMALL_GRID, make_table, multilinear_parts
 
 FUNCS = multilinear_parts(SMALL_GRID)
@@ -107,11 +107,20 @@ def test_bad_step_is_refused():
 
 
 def test_served_latency_never_decreases_with_width():
-    values = np.array([[1.0, 0.9, 2.0], [0.8, 1.5, 1.4]])
-    env = monotone_envelope(values)
-    assert (np.diff(env, axis=0) >= 0).all() and (np.diff(env, axis=1) >= 0).all()
-    assert (env >= values).all()
-    np.testing.assert_array_equal(env, [[1.0, 1.0, 2.0], [1.0, 1.5, 2.0]])
+    rng = np.random.default_rng(0)
+    values = np.add.outer(np.arange(6.0), np.arange(5.0))[:, :, None] + np.arange(4.0) + rng.normal(0, 0.8, (6, 5, 4))
+    fitted = monotone_fit(values)
+    for axis in range(3):
+        assert (np.diff(fitted, axis=axis) >= 0).all()
+    already = np.add.outer(np.arange(3.0), np.arange(4.0))
+    np.testing.assert_array_equal(monotone_fit(already), already)  # monotone data is left alone
+
+
+def test_one_slow_outlier_is_pooled_not_copied_into_every_wider_cell():
+    values = np.array([1.0, 2.0, 9.0, 4.0, 5.0, 6.0])
+    fitted = monotone_fit(values)
+    np.testing.assert_allclose(fitted, [1.0, 2.0, 6.0, 6.0, 6.0, 6.0])
+    assert fitted[-1] == 6.0  # a running maximum would have served 9.0 for every width above the outlier
 
 
 def test_incomplete_table_is_not_served():
