@@ -21,10 +21,10 @@ import torch
 from lut_server.atomic_file import write_json_atomic
 from lut_server.client import LatencyClient
 from profiler.backends import create_backend
-from profiler.timing import Protocol, measure
+from profiler.timing import measure
 from profiler.vit import VisionTransformer
 from pruner.checkpoint import load_compact, save_compact
-from pruner.demo_table import DEMO_BACKEND, DEMO_BATCH, DEMO_THREADS, ensure_demo_table
+from pruner.demo_table import DEMO_BACKEND, DEMO_BATCH, DEMO_PROTOCOL, DEMO_THREADS, ensure_demo_table
 from pruner.digits import DEMO_DIMS, DIGITS_CONFIG, DigitsSplit, accuracy, batches, load_digits_split, new_demo_model
 from pruner.digits import train as train_model
 from pruner.latency_pruner import LatencySource, Pruner
@@ -32,8 +32,8 @@ from pruner.objectives import nvit_objective
 from pruner.onnx_model import export_model_onnx, onnx_logits
 from pruner.plots import plot_dims, plot_run
 
-TRAIN_EPOCHS = 60
-TRAIN_LR = 2e-3
+TRAIN_EPOCHS = 30
+TRAIN_LR = 3e-3
 
 
 def _log(message: str) -> None:
@@ -53,7 +53,7 @@ def original_model(split: DigitsSplit, cache: Path, seed: int) -> tuple[VisionTr
     return model.eval(), False
 
 
-def measure_latency(models: dict[str, VisionTransformer], rounds: int = 3) -> dict[str, float]:
+def measure_latency(models: dict[str, VisionTransformer], rounds: int = 5) -> dict[str, float]:
     """Median over `rounds` alternating measurements per model, with the table's backend, batch and threads."""
     backend = create_backend(DEMO_BACKEND, "fp32", DEMO_THREADS)
     cfg = DIGITS_CONFIG
@@ -62,7 +62,7 @@ def measure_latency(models: dict[str, VisionTransformer], rounds: int = 3) -> di
     samples: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, run in runners.items():
-            samples[name].append(measure(run, Protocol()).median_ms)
+            samples[name].append(measure(run, DEMO_PROTOCOL).median_ms)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

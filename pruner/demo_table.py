@@ -1,6 +1,6 @@
 """Makes sure the latency service holds a table for the demo model's workload: profiles this machine if not.
 
-The grid covers the demo model's dims down to small widths (96 cells: the three block parts plus stem and head),
+The grid covers the demo model's dims down to small widths (175 cells: the three block parts plus stem and head),
 timed with the profiler's own Sweep and protocol on torch-cpu with 1 thread, validated on a few random off-grid
 blocks and models, and uploaded through the client.
 """
@@ -23,9 +23,19 @@ from profiler.vit import VitConfig
 from profiler.workload import Workload
 
 DEMO_GRID = GridSpec(
-    {"emb": [32, 64, 96, 128], "heads": [1, 2, 4], "qk": [8, 16, 32], "v": [8, 16, 32], "mlp": [16, 128, 256, 512]},
+    {
+        "emb": [32, 48, 64, 80, 96, 112, 128],
+        "heads": [1, 2, 4],
+        "qk": [8, 16, 32],
+        "v": [8, 16, 32],
+        "mlp": [16, 128, 256, 384, 512],
+    },
     DEFAULT_PARTS,
 )
+"""EMB on every pruning step (16): it scales every operation, and latency along it bends where activations stop
+fitting in cache, so interpolating across 32-wide EMB cells misjudged EMB groups by up to 2x in a first run."""
+DEMO_PROTOCOL = Protocol(warmup_s=0.2, min_repeats=15, min_duration_s=0.5, max_rel_iqr=0.06, remeasure=2)
+"""Longer than the default: timings on this shared 2-core VM wander by 10-20% between repeats."""
 DEMO_BATCH = 64
 """Inference batch of the demo's latency: large enough that latency is compute-bound and scales with the widths
 (at batch 1 this small model is dominated by per-operator overhead and barely gets faster when pruned)."""
@@ -54,7 +64,7 @@ def profile_demo_table(path: Path, config: VitConfig, progress: bool = True) -> 
     """Sweep the demo grid on this machine (resuming a killed sweep) and validate it; returns the table."""
     backend = create_backend(DEMO_BACKEND, "fp32", DEMO_THREADS)
     workload = Workload(DEMO_BATCH, config.tokens, config)
-    Sweep(path, backend, workload, DEMO_GRID, Protocol(), resume=path.exists(), seed=0).run(progress=progress)
+    Sweep(path, backend, workload, DEMO_GRID, DEMO_PROTOCOL, resume=path.exists(), seed=0).run(progress=progress)
     if read_table(path).get("validation") is None:
         validate_table_file(path, points=24, models=6, depth=4, retest=8, progress=progress)
     return read_table(path)

@@ -48,12 +48,11 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> DigitsSplit:
 
 
 def batches(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-    """One shuffled epoch, with a random one-pixel shift per batch as light augmentation."""
+    """One shuffled epoch without augmentation (one-pixel shifts of an 8×8 digit cost more accuracy than they gave)."""
     order = torch.randperm(len(x), generator=generator)
     for start in range(0, len(x) - batch_size + 1, batch_size):
         idx = order[start : start + batch_size]
-        dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=generator))
-        yield torch.roll(x[idx], shifts=(dx, dy), dims=(2, 3)), y[idx]
+        yield x[idx], y[idx]
 
 
 @torch.no_grad()
@@ -84,9 +83,10 @@ def train(
     loss_fn: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     after_backward: Callable[[int], None] | None = None,
     weight_decay: float = 0.05,
+    label_smoothing: float = 0.1,
 ) -> list[float]:
-    """AdamW with a cosine schedule; `after_backward(iteration)` runs between backward and the optimizer step."""
-    loss_fn = loss_fn or (lambda m, x, y: nn.functional.cross_entropy(m(x), y))
+    """AdamW with a one-cycle schedule; `after_backward(iteration)` runs between backward and the optimizer step."""
+    loss_fn = loss_fn or (lambda m, x, y: nn.functional.cross_entropy(m(x), y, label_smoothing=label_smoothing))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(split.train_x) // batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(
