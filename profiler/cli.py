@@ -91,7 +91,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             {
                 "table": str(args.out),
                 "complete": doc["complete"],
-                "points": s["points_done"],
+                "runs": s["units_done"],
                 "measurements": s["measurements"],
                 "wall_s": s["wall_s"],
                 "flagged": len(s["flagged"]),

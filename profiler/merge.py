@@ -3,9 +3,11 @@
 Shards are profiled with `profile --shard i/n` on several GPUs or machines. They merge only when everything that
 decides a latency is the same — workload (backend, precision, threads, options, batch, tokens), device name and
 kind, software versions, model, grid, parts and timing protocol; the refusal names the first field that differs.
-Overlapping cells are refused, never averaged: two measurements of one cell mean the shards do not come from one
-split (or one was re-run), and silently picking either would hide that. The merged table is complete when every
-cell is covered; it carries no validation (run `profiler validate` on it).
+Shards are merged run by run (the raw records of each pipeline run and pass), and the part cells are derived
+again from the union, exactly as a single sweep derives them. Overlapping runs are refused, never averaged: two
+measurements of one run and pass mean the shards do not come from one split (or one was re-run), and silently
+picking either would hide that. The merged table is complete when every run is covered; it carries no
+validation (run `profiler validate` on it).
 """
 
 from __future__ import annotations
@@ -17,12 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lut_server.table_format import PART_AXES, TableFormatError, read_table, write_table
+from lut_server.table_format import TableFormatError, read_table, write_table
 from profiler.environment import utc_now
-from profiler.grids import GridSpec
-from profiler.sweep import Cell, cell_dims, is_measured, plan_cells
-
-STAT_FIELDS: tuple[str, ...] = ("median_ms", "p10_ms", "p90_ms", "samples")
+from profiler.sweep import Combo, combo_dims, derive_parts, plan_combos, spec_of
 
 
 class ShardMismatch(ValueError):
@@ -80,57 +79,46 @@ def _lookup(value: Any, path: str, field: str) -> Any:
     return value
 
 
-def _get(values: list, index: tuple[int, ...]) -> Any:
-    for i in index:
-        values = values[i]
-    return values
-
-
-def _set(values: list, index: tuple[int, ...], value: Any) -> None:
-    for i in index[:-1]:
-        values = values[i]
-    values[index[-1]] = value
-
-
 def merge_tables(docs: Sequence[Mapping[str, Any]], names: Sequence[str], allow_incomplete: bool = False) -> dict:
-    """One table from compatible shards; raises ShardMismatch on differing settings or overlapping cells."""
+    """One table from compatible shards; raises ShardMismatch on differing settings or overlapping runs."""
     if not docs:
         raise ValueError("merge needs at least one shard")
     check_compatible(docs, names)
-    spec = GridSpec(docs[0]["grid"], tuple(p for p in PART_AXES if p in docs[0]["parts"]))
-    cells = plan_cells(spec)
+    spec = spec_of(docs[0])
+    passes = int(docs[0]["protocol"].get("passes", 1))
     merged = json.loads(json.dumps(docs[0]))  # deep copy; shard 0's metadata is the base
-    owner: dict[Cell, str] = {}
+    owner: dict[tuple[int, Combo], str] = {}
+    records = []
     for doc, name in zip(docs, names, strict=True):
-        for cell in cells:
-            if not is_measured(doc, cell):
-                continue
-            if cell in owner:
+        for record in doc["sweep"]["records"]:
+            key = (record["pass"], tuple(record["combo"]))
+            if key in owner:
                 raise ShardMismatch(
-                    f"cell {cell[0]} {cell_dims(spec, cell)} is measured in both {owner[cell]} and {name}; "
-                    "shards of one split never overlap (was a shard re-run or given twice?)"
+                    f"run {combo_dims(spec, key[1]).as_dict()} (pass {key[0]}) is measured in both {owner[key]} and "
+                    f"{name}; shards of one split never overlap (was a shard re-run or given twice?)"
                 )
-            owner[cell] = name
-            part, index = cell
-            for field in STAT_FIELDS:
-                if field in doc["parts"][part]:
-                    _set(merged["parts"][part][field], index, _get(doc["parts"][part][field], index))
-    missing = [c for c in cells if c not in owner]
+            owner[key] = name
+            records.append(record)
+    combos = plan_combos(spec)
+    missing = [c for c in combos if any((p, c) not in owner for p in range(passes))]
     if missing and not allow_incomplete:
-        example = ", ".join(f"{c[0]} {cell_dims(spec, c)}" for c in missing[:3])
+        example = ", ".join(str(combo_dims(spec, c).as_dict()) for c in missing[:2])
         raise ShardMismatch(
-            f"the shards cover {len(owner)} of {len(cells)} cells; {len(missing)} are missing (e.g. {example}). "
-            "Merge all shards, or pass --allow-incomplete to write a partial table (`profile --resume` on it, with "
-            "the same settings and no --shard, measures the missing cells)"
+            f"the shards cover {len(combos) - len(missing)} of {len(combos)} runs; {len(missing)} are missing "
+            f"(e.g. {example}). Merge all shards, or pass --allow-incomplete to write a partial table "
+            "(`profile --resume` on it, with the same settings and no --shard, measures the missing runs)"
         )
     sweeps = [doc.get("sweep") or {} for doc in docs]
     merged["complete"] = not missing
     merged["created"] = utc_now()
     merged["validation"] = None
     merged["sweep"] = {
+        "layout": sweeps[0].get("layout"),
+        "parts": sweeps[0].get("parts"),
+        "records": records,
         "measurements": sum(int(s.get("measurements", 0)) for s in sweeps),
-        "points_done": len(owner),
-        "points_total": len(cells),
+        "units_done": len(owner),
+        "units_planned": len(combos) * passes,
         "wall_s": round(max(float(s.get("wall_s", 0.0)) for s in sweeps), 2),  # shards run side by side
         "shard": None,
         "seed": sweeps[0].get("seed"),
@@ -146,7 +134,7 @@ def merge_tables(docs: Sequence[Mapping[str, Any]], names: Sequence[str], allow_
                 "shard": s.get("shard"),
                 "created": doc.get("created"),
                 "host": _host(doc),
-                "points": sum(1 for c in owner.values() if c == name),
+                "units": sum(1 for c in owner.values() if c == name),
                 "measurements": s.get("measurements"),
                 "wall_s": s.get("wall_s"),
                 "drift_pct": (s.get("reference") or {}).get("drift_pct"),
@@ -155,6 +143,7 @@ def merge_tables(docs: Sequence[Mapping[str, Any]], names: Sequence[str], allow_
             for doc, name, s in zip(docs, names, sweeps, strict=True)
         ],
     }
+    derive_parts(merged)
     return merged
 
 
@@ -186,8 +175,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         "table": str(args.out),
         "complete": merged["complete"],
         "shards": len(args.shards),
-        "points": s["points_done"],
-        "points_total": s["points_total"],
+        "units": s["units_done"],
+        "units_planned": s["units_planned"],
         "measurements": s["measurements"],
     }
     print(json.dumps(summary))

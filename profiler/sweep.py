@@ -1,7 +1,15 @@
-"""A resumable sweep over a grid: every finished point is persisted atomically before the next one starts.
+"""A resumable sweep: block pipelines timed stage by stage, every finished measurement persisted atomically.
 
-Points are visited in a shuffled order (so slow drift of a shared machine spreads as noise, not as a slope along
-an axis) and a reference block is re-timed periodically to record that drift.
+One measurement runs a whole block (between the stem and the head when the table has them) and times each of its
+stages inside the running pipeline, so one run fills a cell of `attn_qk` (emb, heads, qk), a cell of `attn_v`
+(emb, heads, v) — the qk and v grids are the same list, measured with qk = v — a sample of `mlp` (emb, mlp) and
+samples of `stem`/`head` (emb). The mlp width of each run cycles through the mlp grid, so each mlp cell is the
+median of several runs with different attention around it. Parts timed in isolation keep their weights hot in
+cache and came out 9% faster than the same block (tables/README.md); timed inside the block they add up to it.
+
+Every unit is measured in `passes` shuffled passes (so a burst of load on a shared machine hits one pass, not a
+neighbourhood of the grid); a unit whose passes disagree by more than `max_pass_gap` is measured once more and
+the median kept. A reference block is re-timed periodically to record drift.
 """
 
 from __future__ import annotations
@@ -13,19 +21,26 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from lut_server.dims import BlockDims
 from lut_server.table_format import FORMAT_NAME, FORMAT_VERSION, PART_AXES, read_table, write_table
 from profiler.backends import Backend
 from profiler.environment import utc_now
 from profiler.grids import GridSpec
-from profiler.timing import Measurement, Protocol, measure
-from profiler.workload import Workload, build_part
+from profiler.timing import Protocol, combine_passes, measure, passes_disagree
+from profiler.workload import BLOCK_STAGES, Workload, build_pipeline
 
-Cell = tuple[str, tuple[int, ...]]
+Combo = tuple[int, int, int]
+"""Indices into the emb, heads and qk (= v) grids: one pipeline run."""
+Unit = tuple[int, Combo]
+"""(pass, combo)."""
+
+LAYOUT = "in-context-parts/v1"
 
 
 class SweepMismatch(ValueError):
@@ -51,69 +66,77 @@ class Shard:
         return {"index": self.index, "count": self.count}
 
 
-def plan_cells(spec: GridSpec) -> list[Cell]:
-    """Every cell of every part, in a fixed order (shards slice this order)."""
-    cells: list[Cell] = []
-    for part in spec.parts:
-        shape = [len(spec.grid[a]) for a in PART_AXES[part]]
-        cells.extend((part, index) for index in itertools.product(*(range(n) for n in shape)))
-    return cells
+def check_layout(spec: GridSpec) -> None:
+    """The in-context layout measures attn_qk and attn_v cells in the same runs, so their grids must agree."""
+    missing = [p for p in BLOCK_STAGES if p not in spec.parts]
+    if missing or "block" in spec.parts:
+        raise ValueError(f"a sweep measures the parts {list(BLOCK_STAGES)} (+ stem, head); grid parts are {spec.parts}")
+    if spec.grid["qk"] != spec.grid["v"]:
+        raise ValueError(f"grid qk {spec.grid['qk']} and v {spec.grid['v']} must be the same list (timed as qk = v)")
+    if len(spec.grid["heads"]) * len(spec.grid["qk"]) < len(spec.grid["mlp"]):
+        raise ValueError("each emb needs at least as many heads x qk runs as there are mlp grid values")
 
 
-def cell_dims(spec: GridSpec, cell: Cell) -> dict[str, int]:
-    part, index = cell
-    return {axis: spec.grid[axis][i] for axis, i in zip(PART_AXES[part], index, strict=True)}
+def plan_combos(spec: GridSpec) -> list[Combo]:
+    """Every pipeline run of the grid, in a fixed order (shards slice this order)."""
+    return list(itertools.product(*(range(len(spec.grid[a])) for a in ("emb", "heads", "qk"))))
 
 
-def reference_dims(spec: GridSpec) -> dict[str, int]:
-    """A mid-grid whole block, re-timed through the sweep to record drift."""
-    return {axis: values[len(values) // 2] for axis, values in spec.grid.items()}
+def mlp_index(spec: GridSpec, combo: Combo) -> int:
+    """The mlp grid value a run uses: cycles through the grid so every (emb, mlp) cell gets runs."""
+    ie, ih, ix = combo
+    return (ih * len(spec.grid["qk"]) + ix + ie) % len(spec.grid["mlp"])
+
+
+def combo_dims(spec: GridSpec, combo: Combo) -> BlockDims:
+    ie, ih, ix = combo
+    g = spec.grid
+    return BlockDims(g["emb"][ie], g["heads"][ih], g["qk"][ix], g["v"][ix], g["mlp"][mlp_index(spec, combo)])
+
+
+def reference_dims(spec: GridSpec) -> BlockDims:
+    """A mid-grid block, re-timed through the sweep to record drift."""
+    return BlockDims(**{axis: values[len(values) // 2] for axis, values in spec.grid.items()})
 
 
 def workload_settings(backend: Backend, workload: Workload) -> dict[str, Any]:
     return {**backend.settings(), "batch": workload.batch, "tokens": workload.tokens}
 
 
-def _empty(shape: list[int]) -> list:
-    return np.full(shape, None, dtype=object).tolist()
-
-
-def new_table(backend: Backend, workload: Workload, spec: GridSpec, protocol: Protocol, shard: Shard | None) -> dict:
+def new_table(
+    backend: Backend, workload: Workload, spec: GridSpec, protocol: Protocol, shard: Shard | None, seed: int
+) -> dict:
     env = backend.environment()
-    parts = {}
-    for part in spec.parts:
-        shape = [len(spec.grid[a]) for a in PART_AXES[part]]
-        parts[part] = {
-            "axes": list(PART_AXES[part]),
-            "median_ms": _empty(shape),
-            "p10_ms": _empty(shape),
-            "p90_ms": _empty(shape),
-            "samples": _empty(shape),
-        }
-    return {
+    with_model = bool({"stem", "head"} & set(spec.parts))
+    doc = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "complete": False,
         "created": utc_now(),
         "workload": workload_settings(backend, workload),
-        "model": workload.model.as_dict() if workload.model and {"stem", "head"} & set(spec.parts) else None,
+        "model": workload.model.as_dict() if workload.model and with_model else None,
         "device": env["device"],
         "software": env["software"],
-        "protocol": protocol.as_dict(),
+        "protocol": {**protocol.as_dict(), "stage_timing": backend.stage_timing},
         "grid": spec.grid,
-        "parts": parts,
+        "parts": {},
         "sweep": {
+            "layout": LAYOUT,
             "measurements": 0,
-            "points_done": 0,
-            "points_total": len(plan_cells(spec)),
+            "units_done": 0,
+            "units_planned": len(plan_combos(spec)) * protocol.passes,
             "wall_s": 0.0,
             "shard": shard.as_dict() if shard else None,
-            "seed": None,
-            "reference": {"dims": reference_dims(spec), "series": []},
+            "seed": seed,
+            "reference": {"dims": reference_dims(spec).as_dict(), "series": []},
+            "parts": list(spec.parts),
             "flagged": [],
+            "records": [],
         },
         "validation": None,
     }
+    derive_parts(doc)
+    return doc
 
 
 def check_resumable(doc: dict, fresh: dict) -> None:
@@ -124,6 +147,8 @@ def check_resumable(doc: dict, fresh: dict) -> None:
         "model": (doc.get("model"), fresh["model"]),
         "grid": (doc.get("grid"), fresh["grid"]),
         "parts": (sorted(doc.get("parts", {})), sorted(fresh["parts"])),
+        "protocol": (doc.get("protocol"), fresh["protocol"]),
+        "layout": ((doc.get("sweep") or {}).get("layout"), fresh["sweep"]["layout"]),
         "shard": ((doc.get("sweep") or {}).get("shard"), fresh["sweep"]["shard"]),
     }
     for name, (old, new) in checks.items():
@@ -131,31 +156,59 @@ def check_resumable(doc: dict, fresh: dict) -> None:
             raise SweepMismatch(f"cannot resume: the partial table's {name} is {old!r}, this sweep's is {new!r}")
 
 
-def is_measured(doc: dict, cell: Cell) -> bool:
-    part, index = cell
-    value = doc["parts"][part]["median_ms"]
-    for i in index:
-        value = value[i]
-    return value is not None
+def _combo_value(records: list[dict], key: str, stage: str) -> float:
+    return combine_passes([r[key][stage] for r in records])
 
 
-def _store(doc: dict, cell: Cell, m: Measurement) -> None:
-    part, index = cell
-    entry = doc["parts"][part]
-    for key, value in (
-        ("median_ms", m.median_ms),
-        ("p10_ms", m.p10_ms),
-        ("p90_ms", m.p90_ms),
-        ("samples", m.samples),
-    ):
-        target = entry[key]
-        for i in index[:-1]:
-            target = target[i]
-        target[index[-1]] = value
+def _grouped(doc: dict) -> dict[Combo, list[dict]]:
+    groups: dict[Combo, list[dict]] = {}
+    for record in doc["sweep"]["records"]:
+        groups.setdefault(tuple(record["combo"]), []).append(record)
+    return groups
+
+
+def derive_parts(doc: dict) -> None:
+    """Rebuild the part arrays from the raw records (null where nothing was measured yet)."""
+    spec = spec_of(doc)
+    g = spec.grid
+    shapes = {p: [len(g[a]) for a in PART_AXES[p]] for p in spec.parts}
+    stats = {p: {k: np.full(shapes[p], np.nan) for k in ("median_ms", "p10_ms", "p90_ms")} for p in spec.parts}
+    samples = {p: np.zeros(shapes[p], dtype=int) for p in spec.parts}
+    pooled: dict[tuple[str, tuple[int, ...]], dict[str, list[float]]] = {}
+    for combo, records in _grouped(doc).items():
+        ie, ih, ix = combo
+        cells = {"attn_qk": (ie, ih, ix), "attn_v": (ie, ih, ix), "mlp": (ie, mlp_index(spec, combo)),
+                 "stem": (ie,), "head": (ie,)}  # fmt: skip
+        for part in spec.parts:
+            entry = pooled.setdefault((part, cells[part]), {"median_ms": [], "p10_ms": [], "p90_ms": []})
+            for key in entry:
+                entry[key].append(_combo_value(records, key, part))
+            samples[part][cells[part]] += sum(r["samples"] for r in records)
+    for (part, cell), entry in pooled.items():
+        for key, values in entry.items():
+            stats[part][key][cell] = float(median(values))
+    doc["parts"] = {
+        part: {
+            "axes": list(PART_AXES[part]),
+            **{key: _json_array(stats[part][key]) for key in ("median_ms", "p10_ms", "p90_ms")},
+            "samples": samples[part].tolist(),
+        }
+        for part in spec.parts
+    }
+
+
+def spec_of(doc: dict) -> GridSpec:
+    return GridSpec({a: list(v) for a, v in doc["grid"].items()}, tuple(doc["sweep"]["parts"]))
+
+
+def _json_array(values: np.ndarray) -> list:
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    return out.tolist()
 
 
 class Sweep:
-    """Measure the cells a table (or a shard of it) still lacks; persist after each one."""
+    """Measure the runs a table (or a shard of it) still lacks; persist after each one."""
 
     def __init__(
         self,
@@ -168,11 +221,12 @@ class Sweep:
         shard: Shard | None = None,
         seed: int = 0,
     ):
+        check_layout(spec)
         self.out = Path(out)
         self.backend, self.workload, self.spec, self.protocol = backend, workload, spec, protocol
         self.shard = shard
-        self.seed = seed
-        fresh = new_table(backend, workload, spec, protocol, shard)
+        self.with_model = bool({"stem", "head"} & set(spec.parts))
+        fresh = new_table(backend, workload, spec, protocol, shard, seed)
         if self.out.exists():
             if not resume:
                 raise FileExistsError(f"{self.out} exists; pass --resume to continue it or remove it first")
@@ -180,72 +234,105 @@ class Sweep:
             check_resumable(self.doc, fresh)
         else:
             self.doc = fresh
-            self.doc["sweep"]["seed"] = seed
 
-    def todo(self) -> list[Cell]:
-        cells = plan_cells(self.spec)
-        if self.shard:
-            cells = cells[self.shard.index :: self.shard.count]
-        remaining = [c for c in cells if not is_measured(self.doc, c)]
-        random.Random(self.doc["sweep"].get("seed") or self.seed).shuffle(remaining)
-        return remaining
+    def my_combos(self) -> list[Combo]:
+        combos = plan_combos(self.spec)
+        return combos[self.shard.index :: self.shard.count] if self.shard else combos
+
+    def _done(self) -> set[Unit]:
+        return {(r["pass"], tuple(r["combo"])) for r in self.doc["sweep"]["records"]}
+
+    def todo(self) -> list[Unit]:
+        """Units not measured yet: pass by pass, each pass in its own shuffled order."""
+        done = self._done()
+        seed = self.doc["sweep"]["seed"]
+        units: list[Unit] = []
+        for p in range(self.protocol.passes):
+            remaining = [(p, c) for c in self.my_combos() if (p, c) not in done]
+            random.Random(seed * 1000 + p).shuffle(remaining)
+            units.extend(remaining)
+        return units
+
+    def extra_units(self) -> list[Unit]:
+        """A further pass for runs whose passes disagree by more than the protocol allows."""
+        extra: list[Unit] = []
+        groups = _grouped(self.doc)
+        for combo in self.my_combos():
+            records = groups.get(combo, [])
+            if len(records) != self.protocol.passes or self.protocol.passes < 2:
+                continue
+            if passes_disagree([r["total_ms"] for r in records], self.protocol.max_pass_gap):
+                extra.append((self.protocol.passes, combo))
+        return extra
 
     def _persist(self) -> None:
+        derive_parts(self.doc)
+        finished = not self.todo() and not self.extra_units()
+        self.doc["complete"] = self.shard is None and finished
         write_table(self.out, self.doc)
 
-    def _time_reference(self, elapsed_before: float, started: float) -> None:
-        module, inputs = build_part("block", self.doc["sweep"]["reference"]["dims"], self.workload)
-        m = measure(self.backend.prepare(module, inputs), self.protocol)
+    def _measure(self, dims: BlockDims):
+        names, stages, inputs = build_pipeline(dims, self.workload, self.with_model)
+        m = measure(self.backend.prepare_pipeline(stages, inputs), self.protocol)
+        return names, m
+
+    def _time_reference(self, clock_start: float, elapsed_before: float) -> None:
+        _, m = self._measure(BlockDims(**self.doc["sweep"]["reference"]["dims"]))
         sweep = self.doc["sweep"]
         sweep["measurements"] += m.attempts
         sweep["reference"]["series"].append(
             {
-                "at_s": round(elapsed_before + time.perf_counter() - started, 2),
+                "at_s": round(elapsed_before + time.perf_counter() - clock_start, 2),
                 "median_ms": m.median_ms,
-                "points_done": sweep["points_done"],
+                "units_done": sweep["units_done"],
             }
         )
         medians = [p["median_ms"] for p in sweep["reference"]["series"]]
-        sweep["reference"]["drift_pct"] = 100 * (max(medians) - min(medians)) / medians[0]
+        sweep["reference"]["drift_pct"] = round(100 * (max(medians) - min(medians)) / medians[0], 3)
+
+    def _run_units(self, units: list[Unit], bar: tqdm, clock_start: float, elapsed_before: float) -> None:
+        sweep = self.doc["sweep"]
+        every = max(1, self.protocol.reference_every)
+        for unit in units:
+            p, combo = unit
+            dims = combo_dims(self.spec, combo)
+            names, m = self._measure(dims)
+            sweep["records"].append({
+                "combo": list(combo), "pass": p, "dims": dims.as_dict(), "total_ms": m.median_ms,
+                "median_ms": dict(zip(names, m.stage_median_ms, strict=True)),
+                "p10_ms": dict(zip(names, m.stage_p10_ms, strict=True)),
+                "p90_ms": dict(zip(names, m.stage_p90_ms, strict=True)),
+                "rel_iqr": round(m.rel_iqr, 4), "samples": m.samples, "attempts": m.attempts,
+            })  # fmt: skip
+            sweep["measurements"] += m.attempts
+            sweep["units_done"] += 1
+            if m.flagged:
+                sweep["flagged"].append({"pass": p, "dims": dims.as_dict(), "rel_iqr": round(m.rel_iqr, 4)})
+            if sweep["units_done"] % every == 0:
+                self._time_reference(clock_start, elapsed_before)
+            sweep["wall_s"] = round(elapsed_before + time.perf_counter() - clock_start, 2)
+            self._persist()
+            bar.update(1)
 
     def run(self, progress: bool = True) -> dict:
         todo = self.todo()
         sweep = self.doc["sweep"]
         elapsed_before = float(sweep.get("wall_s", 0.0))
-        started = time.perf_counter()
-        every = max(1, self.protocol.reference_every)
-        bar = tqdm(
-            total=len(todo),
-            desc=f"profile {self.out.name}",
-            unit="pt",
-            disable=not progress,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+        clock_start = time.perf_counter()
+        bar = tqdm(total=len(todo), desc=f"profile {self.out.name}", unit="run", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)  # fmt: skip
         try:
-            if todo:
-                self._time_reference(elapsed_before, started)
-            for k, cell in enumerate(todo, start=1):
-                module, inputs = build_part(cell[0], cell_dims(self.spec, cell), self.workload)
-                m = measure(self.backend.prepare(module, inputs), self.protocol)
-                _store(self.doc, cell, m)
-                sweep["measurements"] += m.attempts
-                sweep["points_done"] += 1
-                if m.flagged:
-                    sweep["flagged"].append(
-                        {"part": cell[0], "dims": cell_dims(self.spec, cell), "rel_iqr": round(m.rel_iqr, 4)}
-                    )
-                if k % every == 0 or k == len(todo):
-                    self._time_reference(elapsed_before, started)
-                sweep["wall_s"] = round(elapsed_before + time.perf_counter() - started, 2)
-                self.doc["complete"] = self.shard is None and sweep["points_done"] == sweep["points_total"]
-                self._persist()
-                bar.update(1)
+            if todo and not sweep["reference"]["series"]:
+                self._time_reference(clock_start, elapsed_before)
+            self._run_units(todo, bar, clock_start, elapsed_before)
+            extra = self.extra_units()
+            bar.total += len(extra)
+            self._run_units(extra, bar, clock_start, elapsed_before)
         finally:
             bar.close()
-        if not todo:
-            self.doc["complete"] = self.shard is None and all(is_measured(self.doc, c) for c in plan_cells(self.spec))
-            self._persist()
+        if todo:
+            self._time_reference(clock_start, elapsed_before)
+        self._persist()
         return self.doc
 
 

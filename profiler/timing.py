@@ -7,14 +7,16 @@ the backend's own way (CUDA events on the stream, perf_counter_ns on the CPU). E
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-Runner = Callable[[int], float]
-"""run(n) executes n iterations back to back and returns their total elapsed time in milliseconds."""
+Runner = Callable[[int], "float | np.ndarray"]
+"""run(n) executes n iterations back to back and returns their elapsed milliseconds: a float, or one total per
+stage when the runner times a pipeline of stages (the stages of a block, timed inside the running block)."""
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,11 @@ class Protocol:
     max_repeats: int = 2000
     max_duration_s: float = 4.0
     min_sample_ms: float = 0.5  # iterations are batched into samples of at least this long (timer overhead)
-    max_rel_iqr: float = 0.08  # a point whose IQR/median exceeds this is re-measured, then flagged
-    remeasure: int = 2
-    reference_every: int = 40  # sweep points between re-times of the reference configuration
+    max_rel_iqr: float = 0.10  # a point whose IQR/median exceeds this is re-measured, then flagged
+    remeasure: int = 1
+    reference_every: int = 40  # sweep runs between re-times of the reference configuration
+    passes: int = 2  # each sweep run is measured in this many separately shuffled passes
+    max_pass_gap: float = 0.10  # passes further apart than this (relative) get one more pass
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +45,7 @@ class Protocol:
     @classmethod
     def quick(cls) -> Protocol:
         """A cheap protocol for tests and the tiny preset."""
-        return cls(warmup_s=0.02, min_repeats=5, min_duration_s=0.03, max_duration_s=0.5, remeasure=1)
+        return cls(warmup_s=0.02, min_repeats=5, min_duration_s=0.03, max_duration_s=0.5, remeasure=0, passes=1)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class Measurement:
     iterations_per_sample: int
     attempts: int = 1
     flagged: bool = False
+    stage_median_ms: tuple[float, ...] = ()
+    stage_p10_ms: tuple[float, ...] = ()
+    stage_p90_ms: tuple[float, ...] = ()
 
     @property
     def rel_iqr(self) -> float:
@@ -66,32 +73,35 @@ class Measurement:
 
 def _sample(run: Runner, protocol: Protocol, clock: Callable[[], float]) -> Measurement:
     start = clock()
-    per_iteration = run(1)
-    warm_iterations = 1
+    per_iteration = float(np.sum(run(1)))
     while clock() - start < protocol.warmup_s:
-        per_iteration = run(1)
-        warm_iterations += 1
+        per_iteration = float(np.sum(run(1)))
     inner = max(1, math.ceil(protocol.min_sample_ms / max(per_iteration, 1e-6)))
-    times: list[float] = []
+    rows: list[np.ndarray] = []
     begin = clock()
     while True:
-        times.append(run(inner) / inner)
+        rows.append(np.atleast_1d(np.asarray(run(inner), dtype=float)) / inner)
         elapsed = clock() - begin
-        enough = len(times) >= protocol.min_repeats and elapsed >= protocol.min_duration_s
-        too_long = len(times) >= protocol.max_repeats or (
-            elapsed >= protocol.max_duration_s and len(times) >= min(3, protocol.min_repeats)
+        enough = len(rows) >= protocol.min_repeats and elapsed >= protocol.min_duration_s
+        too_long = len(rows) >= protocol.max_repeats or (
+            elapsed >= protocol.max_duration_s and len(rows) >= min(3, protocol.min_repeats)
         )
         if enough or too_long:
             break
-    q = np.percentile(np.asarray(times), [10, 25, 50, 75, 90])
+    stages = np.vstack(rows)
+    q = np.percentile(stages.sum(axis=1), [10, 25, 50, 75, 90])
+    per_stage = np.percentile(stages, [10, 50, 90], axis=0)
     return Measurement(
         median_ms=float(q[2]),
         p10_ms=float(q[0]),
         p90_ms=float(q[4]),
         q1_ms=float(q[1]),
         q3_ms=float(q[3]),
-        samples=len(times),
+        samples=len(rows),
         iterations_per_sample=inner,
+        stage_median_ms=tuple(float(x) for x in per_stage[1]),
+        stage_p10_ms=tuple(float(x) for x in per_stage[0]),
+        stage_p90_ms=tuple(float(x) for x in per_stage[2]),
     )
 
 
@@ -105,3 +115,41 @@ def measure(run: Runner, protocol: Protocol, clock: Callable[[], float] = time.p
         if again.rel_iqr < best.rel_iqr:
             best = again
     return Measurement(**{**best.as_dict(), "attempts": attempts, "flagged": best.rel_iqr > protocol.max_rel_iqr})
+
+
+def combine_passes(values: list[float]) -> float:
+    """One value from a run's passes: the mean of two that agree, the median of three or more."""
+    return float(np.mean(values)) if len(values) <= 2 else float(np.median(values))
+
+
+def passes_disagree(values: list[float], max_gap: float) -> bool:
+    return len(values) >= 2 and (max(values) - min(values)) / min(values) > max_gap
+
+
+def measure_in_passes(
+    jobs: list[Callable[[], Runner]],
+    protocol: Protocol,
+    rng: random.Random,
+    on_measured: Callable[[], None] = lambda: None,
+) -> tuple[list[float], int]:
+    """Median latency of each job, measured in `protocol.passes` separately shuffled passes over all jobs (so a
+    burst of load hits one pass of a few jobs, not every pass of one), plus one more pass where passes disagree.
+
+    Returns the combined medians in job order and the number of measurements taken.
+    """
+    results: list[list[float]] = [[] for _ in jobs]
+    count = 0
+
+    def run_pass(indices: list[int]) -> None:
+        nonlocal count
+        rng.shuffle(indices)
+        for i in indices:
+            m = measure(jobs[i](), protocol)
+            results[i].append(m.median_ms)
+            count += m.attempts
+            on_measured()
+
+    for _ in range(max(1, protocol.passes)):
+        run_pass(list(range(len(jobs))))
+    run_pass([i for i, values in enumerate(results) if passes_disagree(values, protocol.max_pass_gap)])
+    return [combine_passes(values) for values in results], count

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
 from profiler.backends import Backend, create_backend
 from profiler.environment import utc_now
-from profiler.timing import Protocol, measure
+from profiler.timing import Protocol, measure_in_passes
 from profiler.vit import VitConfig
 from profiler.workload import Workload, build_block, build_model
 
@@ -102,31 +102,21 @@ def validate_table_file(
     retest = min(points, retest if retest is not None else max(20, points // 4))
     retest_idx = rng.sample(range(points), retest)
     started = time.perf_counter()
-    count = 0
-
-    bar = tqdm(
-        total=points + models + retest,
-        desc=f"validate {path.name}",
-        unit="cfg",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
+    jobs = (
+        [lambda b=b: backend.prepare(*build_block(b, workload)) for b in blocks]
+        + [lambda m=m: backend.prepare(*build_model(m, workload)) for m in model_dims]
+        + [lambda i=i: backend.prepare(*build_block(blocks[i], workload)) for i in retest_idx]
     )
-
-    def timed(build: Callable[[], tuple]) -> float:
-        nonlocal count
-        module, inputs = build()
-        m = measure(backend.prepare(module, inputs), protocol)
-        count += m.attempts
-        bar.update(1)
-        return m.median_ms
-
+    passes = max(1, protocol.passes)
+    bar = tqdm(total=len(jobs) * passes, desc=f"validate {path.name}", unit="run", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)  # fmt: skip
     try:
-        measured = np.array([timed(lambda b=b: build_block(b, workload)) for b in blocks])
-        measured_models = np.array([timed(lambda m=m: build_model(m, workload)) for m in model_dims])
-        second = np.array([timed(lambda i=i: build_block(blocks[i], workload)) for i in retest_idx])
+        values, count = measure_in_passes(jobs, protocol, rng, on_measured=lambda: bar.update(1))
     finally:
         bar.close()
+    measured = np.array(values[:points])
+    measured_models = np.array(values[points : points + models])
+    second = np.array(values[points + models :])
     predicted = table.block_latency(blocks)
     predicted_models = np.array([table.model_latency(m) for m in model_dims])
     noise = ape(second, measured[retest_idx])
@@ -147,7 +137,7 @@ def validate_table_file(
         "device": backend.environment()["device"].get("name"),
     }
     bound = max(3.0, 1.5 * result["retest_noise_pct"])
-    result["passes"] = bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= 10.0)
+    result["meets_bar"] = bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= 10.0)
     result["bar"] = {"median_ape_pct_max": round(bound, 3), "p95_ape_pct_max": 10.0}
     doc["validation"] = result
     write_table(path, doc)
@@ -164,8 +154,7 @@ def measure_configs(path: str | Path, configs: list[Mapping[str, int]], progress
     if here != doc["device"].get("name"):
         print(f"warning: table was profiled on {doc['device'].get('name')!r}, this is {here!r}", file=sys.stderr)
     blocks = [BlockDims.from_mapping(c) for c in configs]
-    out = []
-    for b in tqdm(blocks, desc="measure", disable=not progress, file=sys.stderr):
-        module, inputs = build_block(b, workload)
-        out.append(measure(backend.prepare(module, inputs), protocol).median_ms)
-    return out
+    jobs = [lambda b=b: backend.prepare(*build_block(b, workload)) for b in blocks]
+    with tqdm(total=len(jobs) * max(1, protocol.passes), desc="measure", disable=not progress, file=sys.stderr) as bar:
+        values, _ = measure_in_passes(jobs, protocol, random.Random(0), on_measured=lambda: bar.update(1))
+    return values

@@ -51,31 +51,52 @@ def model_config_for_tokens(
     return None
 
 
-class _Scores(nn.Module):
+class ScoresStage(nn.Module):
+    """attn_qk: norm1, Q/K projection, softmax; passes x on for the residual."""
+
     def __init__(self, block: Block):
         super().__init__()
         self.block = block
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.block.attention_scores(x)
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h, probs = self.block.attention_scores(x)
+        return x, h, probs
 
 
-class _Values(nn.Module):
+class ValuesStage(nn.Module):
+    """attn_v: V projection, mixing, output projection, residual."""
+
     def __init__(self, block: Block):
         super().__init__()
         self.block = block
 
-    def forward(self, x: Tensor, h: Tensor, probs: Tensor) -> Tensor:
-        return self.block.attention_values(x, h, probs)
+    def forward(self, x: Tensor, h: Tensor, probs: Tensor) -> tuple[Tensor]:
+        return (self.block.attention_values(x, h, probs),)
 
 
-class _Mlp(nn.Module):
+class MlpStage(nn.Module):
+    """mlp: norm2, fc1, GELU, fc2, residual."""
+
     def __init__(self, block: Block):
         super().__init__()
         self.block = block
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block.mlp_residual(x)
+    def forward(self, x: Tensor) -> tuple[Tensor]:
+        return (self.block.mlp_residual(x),)
+
+
+class TupleStage(nn.Module):
+    """A module with one tensor output (stem, head) as a pipeline stage."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> tuple[Tensor]:
+        return (self.module(x),)
+
+
+BLOCK_STAGES: tuple[str, ...] = ("attn_qk", "attn_v", "mlp")
 
 
 def _full_dims(part: str, dims: Mapping[str, int]) -> BlockDims:
@@ -105,14 +126,35 @@ def build_part(part: str, dims: Mapping[str, int], workload: Workload, seed: int
     if part == "block":
         return block, (x,)
     if part == "attn_qk":
-        return _Scores(block), (x,)
+        return ScoresStage(block), (x,)
     if part == "mlp":
-        return _Mlp(block), (x,)
+        return MlpStage(block), (x,)
     if part == "attn_v":
         h = torch.randn(b, t, block_dims.emb, generator=generator)
         probs = torch.randn(b, block_dims.heads, t, t, generator=generator).softmax(-1)
-        return _Values(block), (x, h, probs)
+        return ValuesStage(block), (x, h, probs)
     raise ValueError(f"unknown part {part!r}; parts are {list(PART_AXES)}")
+
+
+def build_pipeline(
+    dims: BlockDims, workload: Workload, with_model_parts: bool, seed: int = 0
+) -> tuple[list[str], list[nn.Module], tuple[Tensor, ...]]:
+    """The stages of one block (with the stem before it and the head after it when the table has them) and the
+    pipeline's inputs; timing it yields every part's latency measured inside a running model."""
+    generator = torch.Generator().manual_seed(seed)
+    block = Block(dims, workload.attn_scale)
+    names = list(BLOCK_STAGES)
+    stages: list[nn.Module] = [ScoresStage(block), ValuesStage(block), MlpStage(block)]
+    if with_model_parts:
+        cfg = workload.model
+        if cfg is None:
+            raise ValueError("stem and head stages need a model config (image and patch size) in the workload")
+        names = ["stem", *names, "head"]
+        stages = [TupleStage(Stem(dims.emb, cfg)), *stages, TupleStage(Head(dims.emb, cfg))]
+        inputs = (torch.randn(workload.batch, cfg.in_chans, cfg.image_size, cfg.image_size, generator=generator),)
+    else:
+        inputs = (torch.randn(workload.batch, workload.tokens, dims.emb, generator=generator),)
+    return names, stages, inputs
 
 
 def build_block(dims: BlockDims, workload: Workload, seed: int = 0) -> tuple[nn.Module, tuple]:

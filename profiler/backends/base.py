@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -37,6 +39,23 @@ class Backend(ABC):
     @abstractmethod
     def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
         """Compile/move the module and inputs as this backend deploys them; return a runner that times them."""
+
+    def prepare_pipeline(self, stages: Sequence[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
+        """A runner for stages run back to back (each stage's outputs are the next one's inputs) that returns one
+        elapsed total per stage.
+
+        Backends that can time inside a running pipeline (torch: host clock or CUDA events between stages)
+        override this; this fallback times each stage on its own, which loses what one stage's cache state does
+        to the next. `stage_timing` says which a backend does, and is recorded in the table.
+        """
+        states = [tuple(inputs)]
+        with torch.inference_mode():
+            for stage in stages[:-1]:
+                states.append(tuple(t.clone() for t in stage(*states[-1])))
+        runners = [self.prepare(stage, state) for stage, state in zip(stages, states, strict=True)]
+        return lambda iterations: np.array([run(iterations) for run in runners])
+
+    stage_timing: ClassVar[str] = "isolated"
 
     @abstractmethod
     def environment(self) -> dict[str, dict[str, Any]]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -16,6 +18,7 @@ from profiler.timing import Runner
 class TorchCpuBackend(Backend):
     name = "torch-cpu"
     precisions = ("fp32", "bf16")
+    stage_timing = "in-context"
 
     def __init__(self, precision: str = "fp32", threads: int | None = None, **options: Any):
         super().__init__(precision, threads if threads is not None else 1, **options)
@@ -32,6 +35,28 @@ class TorchCpuBackend(Backend):
                 for _ in range(iterations):
                     module(*inputs)
                 return (time.perf_counter_ns() - start) / 1e6
+
+        return run
+
+    def prepare_pipeline(self, stages: Sequence[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
+        """CPU execution is synchronous, so host timestamps between stages time each stage inside the pipeline."""
+        torch.set_num_threads(self.threads)
+        stages = [stage.eval().to(dtype=self.dtype) for stage in stages]
+        inputs = tuple(x.to(dtype=self.dtype) if x.is_floating_point() else x for x in inputs)
+        clock = time.perf_counter_ns
+
+        def run(iterations: int) -> np.ndarray:
+            totals = [0] * len(stages)
+            with torch.inference_mode():
+                for _ in range(iterations):
+                    state = inputs
+                    before = clock()
+                    for i, stage in enumerate(stages):
+                        state = stage(*state)
+                        after = clock()
+                        totals[i] += after - before
+                        before = after
+            return np.array(totals, dtype=float) / 1e6
 
         return run
 

@@ -15,7 +15,7 @@ from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table
 
 GRID = {"emb": [16, 32, 48], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [16, 32, 64]}
-CELLS = 3 * 2 * 2 * 2 + 3 * 3  # attn_qk + attn_v + mlp (blocks only: 17 tokens is no square image + 1)
+RUNS = 3 * 2 * 2  # one pipeline run per (emb, heads, qk = v); the quick protocol measures one pass
 
 
 def profile_cmd(out: Path, grid_file: Path, *extra: str) -> list[str]:
@@ -39,13 +39,8 @@ def profile_cmd(out: Path, grid_file: Path, *extra: str) -> list[str]:
     ]
 
 
-def measured_cells(doc: dict) -> dict[tuple, float]:
-    out = {}
-    for name, part in doc["parts"].items():
-        values = np.array(part["median_ms"], dtype=float)
-        for index in np.argwhere(~np.isnan(values)):
-            out[(name, *map(int, index))] = float(values[tuple(index)])
-    return out
+def measured_runs(doc: dict) -> dict[tuple, dict]:
+    return {(r["pass"], *r["combo"]): r for r in doc["sweep"]["records"]}
 
 
 @pytest.mark.slow
@@ -58,8 +53,8 @@ def test_sigkilled_sweep_resumes_without_measuring_finished_points_twice(tmp_pat
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if out.exists():
-            done = json.loads(out.read_text())["sweep"]["points_done"]
-            if done >= 8:
+            done = json.loads(out.read_text())["sweep"]["units_done"]
+            if done >= 5:
                 break
         time.sleep(0.02)
     assert proc.poll() is None, f"sweep ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
@@ -68,32 +63,34 @@ def test_sigkilled_sweep_resumes_without_measuring_finished_points_twice(tmp_pat
 
     partial = read_table(out)  # the file on disk is a valid (incomplete) table after a SIGKILL
     assert partial["complete"] is False
-    before = measured_cells(partial)
-    assert 8 <= len(before) < CELLS
-    assert partial["sweep"]["points_done"] == len(before)
+    before = measured_runs(partial)
+    assert 5 <= len(before) < RUNS
+    assert partial["sweep"]["units_done"] == len(before)
+    assert any(v is None for v in np.array(partial["parts"]["attn_qk"]["median_ms"], dtype=object).ravel())
 
     resumed = subprocess.run(profile_cmd(out, grid_file, "--resume"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     final = read_table(out)
-    after = measured_cells(final)
+    after = measured_runs(final)
     assert final["complete"] is True
-    assert len(after) == CELLS and final["sweep"]["points_done"] == CELLS
-    # a finished point keeps its first measurement bit for bit: it was not timed again
+    assert len(after) == RUNS and final["sweep"]["units_done"] == RUNS
+    # a finished run keeps its first measurement bit for bit: it was not timed again
     assert {k: after[k] for k in before} == before
+    assert len(final["sweep"]["records"]) == RUNS  # and no run appears twice
+    for part in final["parts"].values():
+        assert np.isfinite(np.array(part["median_ms"], dtype=float)).all()
     LatencyTable(final)  # and the completed table loads for serving
 
 
 def test_resume_refuses_a_partial_table_with_other_settings(tmp_path):
     grid_file = tmp_path / "grid.json"
-    grid_file.write_text(
-        json.dumps({"grid": {"emb": [16, 32], "heads": [1], "qk": [8], "v": [8], "mlp": [16]}, "parts": ["mlp"]})
-    )
+    grid_file.write_text(json.dumps({"grid": {"emb": [16, 32], "heads": [1], "qk": [8], "v": [8], "mlp": [16]}}))
     out = tmp_path / "t.json"
     first = subprocess.run(profile_cmd(out, grid_file), capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     doc = read_table(out)
     doc["complete"] = False
-    doc["parts"]["mlp"]["median_ms"][1][0] = None
+    doc["sweep"]["records"].pop()
     out.write_text(json.dumps(doc))
     other = profile_cmd(out, grid_file, "--resume")
     other[other.index("--batch") + 1] = "2"

@@ -31,8 +31,9 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _covered(doc: dict) -> dict[str, np.ndarray]:
-    return {name: np.isfinite(np.array(part["median_ms"], dtype=float)) for name, part in doc["parts"].items()}
+def _runs(doc: dict) -> dict[tuple, dict]:
+    """The raw pipeline runs of a table, keyed by (pass, combo)."""
+    return {(r["pass"], *r["combo"]): r for r in doc["sweep"]["records"]}
 
 
 def test_three_shards_merge_to_the_unsharded_point_set(sweeps: dict[str, Path], tmp_path: Path, capsys) -> None:
@@ -43,25 +44,20 @@ def test_three_shards_merge_to_the_unsharded_point_set(sweeps: dict[str, Path], 
     assert main(["merge", *map(str, shards), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     merged, full = read_table(out), read_table(sweeps["full"])
-    assert summary == {**summary, "complete": True, "shards": 3, "points": 24, "points_total": 24}
+    assert summary == {**summary, "complete": True, "shards": 3, "units": 8, "units_planned": 8}
     assert merged["complete"] and merged["sweep"]["shard"] is None and merged["validation"] is None
     assert merged["grid"] == full["grid"] and set(merged["parts"]) == set(full["parts"])
-    covered, want = _covered(merged), _covered(full)
-    for name in want:
-        assert covered[name].all() and want[name].all()
-    # every merged value is the shard's own measurement, cell by cell, and the shards are disjoint
-    total = 0
-    for path in shards:
-        doc = read_table(path)
-        for name, part in doc["parts"].items():
-            values = np.array(part["median_ms"], dtype=float)
-            mask = np.isfinite(values)
-            total += int(mask.sum())
-            np.testing.assert_array_equal(np.array(merged["parts"][name]["median_ms"], dtype=float)[mask], values[mask])
-    assert total == 24
+    # the same runs as the unsharded sweep, each one the shard's own measurement, and the shards are disjoint
+    assert set(_runs(merged)) == set(_runs(full))
+    shard_runs = [_runs(read_table(p)) for p in shards]
+    assert sum(len(r) for r in shard_runs) == len(_runs(merged)) == 8
+    for runs in shard_runs:
+        assert all(_runs(merged)[key] == record for key, record in runs.items())
+    for name, part in merged["parts"].items():
+        assert np.isfinite(np.array(part["median_ms"], dtype=float)).all(), name
     assert merged["sweep"]["measurements"] == sum(read_table(p)["sweep"]["measurements"] for p in shards)
     assert sorted(m["shard"]["index"] for m in merged["sweep"]["merged_from"]) == [0, 1, 2]
-    # the merged table serves queries: its prediction is the sum of the shards' own cells, interpolated
+    # the merged table serves queries
     (predicted,) = LatencyTable(merged, "m").block_latency([BlockDims(48, 2, 12, 12, 48)])
     assert np.isfinite(predicted) and predicted > 0
 
@@ -104,7 +100,7 @@ def test_different_grids_are_refused(tmp_path: Path, sweeps: dict[str, Path], ca
     assert "grid.mlp" in capsys.readouterr().err
 
 
-def test_overlapping_and_missing_cells(sweeps: dict[str, Path], tmp_path: Path, capsys) -> None:
+def test_overlapping_and_missing_runs(sweeps: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "merged.json"
     assert main(["merge", str(sweeps["s0"]), str(sweeps["full"]), "--out", str(out)]) == 2
     assert "measured in both" in capsys.readouterr().err
@@ -124,9 +120,8 @@ def test_incomplete_merge_is_resumed_to_a_complete_table(sweeps: dict[str, Path]
     _profile(out, "--resume")
     after = read_table(out)
     assert after["complete"]
-    for name, part in before["parts"].items():  # the merged shards' cells were kept, not re-measured
-        values = np.array(part["median_ms"], dtype=float)
-        mask = np.isfinite(values)
-        np.testing.assert_array_equal(np.array(after["parts"][name]["median_ms"], dtype=float)[mask], values[mask])
+    kept, final = _runs(before), _runs(after)
+    assert {key: final[key] for key in kept} == kept  # the merged shards' runs were kept, not re-measured
+    assert set(final) == set(_runs(read_table(sweeps["full"])))
     assert main(["merge", str(sweeps["s0"]), "--out", str(out)]) == 2  # refuses to overwrite without --force
     assert "exists" in capsys.readouterr().err
