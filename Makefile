@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vitlut-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser timm-venv demo test lint bench clean
 
+# torch is installed first, pinned to the CPU wheel this environment provides, so that nothing pulls the
+# registry's CUDA build into .venv.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
@@ -14,19 +16,30 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian's Chromium for the server page's screenshot test.
+browser:
+	sh scripts/install-browser.sh
+
+# A second venv with the registry's torch + timm, only for the real-timm round-trip test (see scripts/).
+timm-venv:
+	bash scripts/setup_timm_venv.sh
+
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: setup lint
+test: setup lint browser timm-venv
 	$(PY) -m pytest -q
 
+# Profile this machine for the demo model (if not yet), serve it, prune a digits ViT against it over HTTP.
 demo: setup
-	$(PY) -m profiler profile --grid tiny --quick --out demo-out/tiny-cpu.json --batch 1 --tokens 197
-	$(PY) -m profiler validate demo-out/tiny-cpu.json --points 20 --models 5 --depth 4 --quick
+	PY=$(PY) bash scripts/demo.sh
 
 bench: setup
 	$(PY) bench/interpolation_throughput.py
+	$(PY) bench/server_load.py --duration 3
+	$(PY) bench/pruner_accumulate_overhead.py
+	$(PY) bench/pruner_eta.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-timm demo-out .pytest_cache .ruff_cache

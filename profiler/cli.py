@@ -33,6 +33,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--no-model-parts", action="store_true", help="profile blocks only (no stem/head)")
     p.add_argument("--cuda-graphs", action="store_true", help="torch-cuda: replay each point as a CUDA graph")
+    p.add_argument("--sparsity", choices=["none", "2:4"], default=None, help="tensorrt: 2:4 structured weights")
     p.add_argument("--quick", action="store_true", help="a cheap timing protocol (tests, smoke runs)")
     p.add_argument("--seed", type=int, default=0, help="visiting order")
     p.add_argument("--no-progress", action="store_true")
@@ -78,7 +79,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         model = model_config_for_tokens(args.tokens, args.patch_size, args.in_chans, args.num_classes)
     if model is None:
         spec = spec.without_model_parts()
-    options = {"cuda_graphs": True} if args.cuda_graphs else {}
+    options: dict = {"cuda_graphs": True} if args.cuda_graphs else {}
+    if args.sparsity:
+        options["sparsity"] = args.sparsity
     backend = create_backend(args.backend, args.precision, args.threads, **options)
     workload = Workload(args.batch, args.tokens, model)
     protocol = Protocol.quick() if args.quick else Protocol()

@@ -127,14 +127,30 @@ def validate_table_file(
         "retest_points": retest,
         "retest_noise_pct": round(float(np.median(noise)), 3),
         "retest_noise_p95_pct": round(float(np.percentile(noise, 95)), 3),
-        "models": {"count": models, "depth": depth, **_stats(ape(predicted_models, measured_models))}
+        "models": {
+            "count": models,
+            "depth": depth,
+            **_stats(ape(predicted_models, measured_models)),
+            "signed_median_pct": round(
+                float(np.median(100 * (predicted_models - measured_models) / measured_models)), 3
+            ),
+        }
         if models
         else None,
+        "signed_median_pct": round(float(np.median(100 * (predicted - measured) / measured)), 3),
         "lattice": LATTICE,
         "seed": seed,
         "measurements": count,
         "wall_s": round(time.perf_counter() - started, 1),
         "device": backend.environment()["device"].get("name"),
+        "blocks": [
+            {**b.as_dict(), "measured_ms": round(float(m), 5), "predicted_ms": round(float(p), 5)}
+            for b, m, p in zip(blocks, measured, predicted, strict=True)
+        ],
+        "model_points": [
+            {"dims": md.as_dict(), "measured_ms": round(float(m), 4), "predicted_ms": round(float(p), 4)}
+            for md, m, p in zip(model_dims, measured_models, predicted_models, strict=True)
+        ],
     }
     bound = max(3.0, 1.5 * result["retest_noise_pct"])
     result["meets_bar"] = bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= 10.0)
