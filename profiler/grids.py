@@ -51,13 +51,14 @@ class GridSpec:
 PRESETS: dict[str, GridSpec] = {
     # a few seconds: for tests and `make demo`'s first look
     "tiny": GridSpec({"emb": [32, 64], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [32, 64]}, DEFAULT_PARTS),
-    # the DeiT-B range, down to small widths; 640 cells
+    # the DeiT-B range, down to small widths: 7 x 8 x 6 = 336 pipeline runs. Denser where latency bends
+    # (few heads, narrow QK/V: per-head overheads); EMB and MLP enter every cost linearly and need fewer points.
     "default": GridSpec(
         {
-            "emb": [32, 64, 128, 256, 384, 512, 640, 768],
-            "heads": [1, 2, 4, 6, 8, 10, 12],
-            "qk": [8, 16, 32, 48, 64],
-            "v": [8, 16, 32, 48, 64],
+            "emb": [32, 64, 128, 256, 384, 512, 768],
+            "heads": [1, 2, 3, 4, 6, 8, 10, 12],
+            "qk": [8, 16, 24, 32, 48, 64],
+            "v": [8, 16, 24, 32, 48, 64],
             "mlp": [16, 256, 512, 1024, 1536, 2048, 2560, 3072],
         },
         DEFAULT_PARTS,

@@ -8,8 +8,9 @@ median of several runs with different attention around it. Parts timed in isolat
 cache and came out 9% faster than the same block (tables/README.md); timed inside the block they add up to it.
 
 Every unit is measured in `passes` shuffled passes (so a burst of load on a shared machine hits one pass, not a
-neighbourhood of the grid); a unit whose passes disagree by more than `max_pass_gap` is measured once more and
-the median kept. A reference block is re-timed periodically to record drift.
+neighbourhood of the grid); a unit whose passes disagree by more than `max_pass_gap`, or whose IQR/median was
+wider than `max_rel_iqr`, is measured once more and the median of its passes kept. A reference block is
+re-timed periodically to record drift.
 """
 
 from __future__ import annotations
@@ -254,14 +255,16 @@ class Sweep:
         return units
 
     def extra_units(self) -> list[Unit]:
-        """A further pass for runs whose passes disagree by more than the protocol allows."""
+        """A further pass for runs whose passes disagree by more than the protocol allows, or whose spread was wide
+        (re-measured later rather than at once: on a shared machine a burst of load outlasts an immediate retry)."""
         extra: list[Unit] = []
         groups = _grouped(self.doc)
         for combo in self.my_combos():
             records = groups.get(combo, [])
             if len(records) != self.protocol.passes or self.protocol.passes < 2:
                 continue
-            if passes_disagree([r["total_ms"] for r in records], self.protocol.max_pass_gap):
+            wide = any(r["rel_iqr"] > self.protocol.max_rel_iqr for r in records)
+            if wide or passes_disagree([r["total_ms"] for r in records], self.protocol.max_pass_gap):
                 extra.append((self.protocol.passes, combo))
         return extra
 

@@ -23,14 +23,14 @@ stage when the runner times a pipeline of stages (the stages of a block, timed i
 class Protocol:
     """Settings recorded with every table, so a reader knows how its numbers were taken."""
 
-    warmup_s: float = 0.15
-    min_repeats: int = 10
-    min_duration_s: float = 0.25
+    warmup_s: float = 0.3
+    min_repeats: int = 15
+    min_duration_s: float = 0.5
     max_repeats: int = 2000
     max_duration_s: float = 4.0
     min_sample_ms: float = 0.5  # iterations are batched into samples of at least this long (timer overhead)
-    max_rel_iqr: float = 0.10  # a point whose IQR/median exceeds this is re-measured, then flagged
-    remeasure: int = 1
+    max_rel_iqr: float = 0.10  # a run whose IQR/median exceeds this is re-measured (in a later pass), then flagged
+    remeasure: int = 0  # immediate re-measurements of a wide run; the sweep defers them to an extra pass instead
     reference_every: int = 40  # sweep runs between re-times of the reference configuration
     passes: int = 2  # each sweep run is measured in this many separately shuffled passes
     max_pass_gap: float = 0.10  # passes further apart than this (relative) get one more pass
@@ -133,11 +133,13 @@ def measure_in_passes(
     on_measured: Callable[[], None] = lambda: None,
 ) -> tuple[list[float], int]:
     """Median latency of each job, measured in `protocol.passes` separately shuffled passes over all jobs (so a
-    burst of load hits one pass of a few jobs, not every pass of one), plus one more pass where passes disagree.
+    burst of load hits one pass of a few jobs, not every pass of one), plus one more pass for jobs whose passes
+    disagree or whose spread was too wide.
 
     Returns the combined medians in job order and the number of measurements taken.
     """
     results: list[list[float]] = [[] for _ in jobs]
+    wide = [False] * len(jobs)
     count = 0
 
     def run_pass(indices: list[int]) -> None:
@@ -146,10 +148,12 @@ def measure_in_passes(
         for i in indices:
             m = measure(jobs[i](), protocol)
             results[i].append(m.median_ms)
+            wide[i] = wide[i] or m.rel_iqr > protocol.max_rel_iqr
             count += m.attempts
             on_measured()
 
     for _ in range(max(1, protocol.passes)):
         run_pass(list(range(len(jobs))))
-    run_pass([i for i, values in enumerate(results) if passes_disagree(values, protocol.max_pass_gap)])
+    if protocol.passes >= 2:
+        run_pass([i for i, v in enumerate(results) if wide[i] or passes_disagree(v, protocol.max_pass_gap)])
     return [combine_passes(values) for values in results], count

@@ -99,36 +99,12 @@ class OnnxRuntimeBackend(Backend):
         )
 
     def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
+        if self.provider == "cpu":
+            chained = self.prepare_pipeline([module], inputs)  # a one-stage chain
+            return lambda iterations: float(chained(iterations)[0])
         graph = self.export(module, inputs)
         session = self.session(graph)
-        arrays = [x.detach().to(dtype=self.dtype).numpy() for x in inputs]
-        if self.provider == "cuda":
-            return self._cuda_runner(session, arrays)
-        return self._cpu_runner(session, arrays)
-
-    @staticmethod
-    def _cpu_runner(session: ort.InferenceSession, arrays: list[np.ndarray]) -> Runner:
-        binding = session.io_binding()
-        inputs = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays]
-        for meta, value in zip(session.get_inputs(), inputs, strict=True):
-            binding.bind_ortvalue_input(meta.name, value)
-        outputs = [
-            ort.OrtValue.ortvalue_from_shape_and_type(meta.shape, _onnx_numpy_type(meta.type))
-            for meta in session.get_outputs()
-        ]
-        for meta, value in zip(session.get_outputs(), outputs, strict=True):
-            binding.bind_ortvalue_output(meta.name, value)
-        run_options = ort.RunOptions()
-        execute = _raw_run_with_iobinding(session, binding)
-
-        def run(iterations: int) -> float:
-            start = time.perf_counter_ns()
-            for _ in range(iterations):
-                execute(run_options)
-            return (time.perf_counter_ns() - start) / 1e6
-
-        run.keepalive = (arrays, inputs, outputs)  # type: ignore[attr-defined]  # OrtValues view these buffers
-        return run
+        return self._cuda_runner(session, [x.detach().to(dtype=self.dtype).numpy() for x in inputs])
 
     @property
     def stage_timing(self) -> str:  # type: ignore[override]
@@ -224,17 +200,9 @@ class OnnxRuntimeBackend(Backend):
             "onnx_opset": self.opset,
         }
         if self.provider == "cuda":
-            from profiler.backends.torch_cuda import nvidia_smi_facts
+            from profiler.backends.torch_cuda import cuda_device_facts
 
-            props = torch.cuda.get_device_properties(torch.cuda.current_device())
-            device = {
-                "name": props.name,
-                "kind": "cuda",
-                "memory_gib": round(props.total_memory / 2**30, 1),
-                "compute_capability": f"{props.major}.{props.minor}",
-                **nvidia_smi_facts(),
-                "host": host_facts(),
-            }
+            device = cuda_device_facts()
             return {"device": device, "software": software | {"cuda": torch.version.cuda}}
         device = {"name": cpu_model(), "kind": "cpu", **host_facts(), "ort_intra_op_threads": self.threads}
         return {"device": device, "software": software}

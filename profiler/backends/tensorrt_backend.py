@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from profiler.backends.base import PRECISIONS, Backend, BackendUnavailable
 from profiler.engine_cache import EngineCache, cache_key, module_signature
-from profiler.environment import host_facts, software_facts
+from profiler.environment import software_facts
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, export_onnx
 from profiler.structured_sparsity import prune_2_4_
 from profiler.timing import Runner
@@ -219,17 +219,9 @@ class TensorRtBackend(Backend):
         return run
 
     def environment(self) -> dict[str, dict[str, Any]]:
-        from profiler.backends.torch_cuda import nvidia_smi_facts
+        from profiler.backends.torch_cuda import cuda_device_facts
 
-        props = torch.cuda.get_device_properties(self.device)
-        device = {
-            "name": props.name,
-            "kind": "cuda",
-            "memory_gib": round(props.total_memory / 2**30, 1),
-            "compute_capability": f"{props.major}.{props.minor}",
-            **nvidia_smi_facts(),
-            "host": host_facts(),
-        }
+        device = cuda_device_facts(self.device)
         software = software_facts("onnx") | {
             "tensorrt": self.trt.__version__,
             "cuda": torch.version.cuda,

@@ -32,6 +32,20 @@ def nvidia_smi_facts() -> dict[str, Any]:
     return dict(zip(fields.split(","), values, strict=False))
 
 
+def cuda_device_facts(device: torch.device | int | None = None) -> dict[str, Any]:
+    """The GPU as every CUDA backend records it: name (the device's identity), memory, compute capability,
+    driver and clocks, and the host it sits in."""
+    props = torch.cuda.get_device_properties(device if device is not None else torch.cuda.current_device())
+    return {
+        "name": props.name,
+        "kind": "cuda",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "compute_capability": f"{props.major}.{props.minor}",
+        **nvidia_smi_facts(),
+        "host": host_facts(),
+    }
+
+
 class TorchCudaBackend(Backend):
     name = "torch-cuda"
     precisions = ("fp32", "fp16", "bf16")
@@ -108,15 +122,7 @@ class TorchCudaBackend(Backend):
         return graph.replay
 
     def environment(self) -> dict[str, dict[str, Any]]:
-        props = torch.cuda.get_device_properties(self.device)
         return {
-            "device": {
-                "name": props.name,
-                "kind": "cuda",
-                "memory_gib": round(props.total_memory / 2**30, 1),
-                "compute_capability": f"{props.major}.{props.minor}",
-                **nvidia_smi_facts(),
-                "host": host_facts(),
-            },
+            "device": cuda_device_facts(self.device),
             "software": software_facts() | {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()},
         }
