@@ -6,7 +6,7 @@ IO binding (outputs preallocated), so a timed iteration is the session's own wor
 
 CUDA execution provider (where onnxruntime-gpu is installed): buffers are torch CUDA tensors bound by pointer,
 the session runs on a torch stream (`user_compute_stream`) and is timed with CUDA events on that stream.
-This path has not been run on a GPU yet (see docs/runtimes.md).
+This path has not been run on a GPU yet (see README.md, "Deployment runtimes").
 """
 
 from __future__ import annotations
