@@ -92,6 +92,7 @@ class TableSummary(BaseModel):
     batch: int
     tokens: int
     threads: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="backend options, e.g. torch-cpu's allocator")
     created: str | None = None
     accuracy: dict[str, Any]
     ranges: dict[str, list[int]] = Field(description="inclusive [lo, hi] a query may use, per axis")

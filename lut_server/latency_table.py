@@ -167,6 +167,7 @@ class LatencyTable:
             "batch": self.data["workload"]["batch"],
             "tokens": self.data["workload"]["tokens"],
             "threads": self.data["workload"].get("threads"),
+            "options": dict(self.data["workload"].get("options") or {}),
             "created": self.data.get("created"),
             "accuracy": {
                 k: validation.get(k)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lut_server.table_format import TableFormatError
 from profiler.backends import BackendUnavailable, backend_names, create_backend
+from profiler.backends.glibc_malloc import ALLOCATORS, default_allocator
 from profiler.grids import PRESETS, load_grid
 from profiler.sweep import Shard, Sweep, SweepMismatch, grid_step_monotonicity
 from profiler.timing import Protocol
@@ -34,6 +35,12 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-model-parts", action="store_true", help="profile blocks only (no stem/head)")
     p.add_argument("--cuda-graphs", action="store_true", help="torch-cuda: replay each point as a CUDA graph")
     p.add_argument("--sparsity", choices=["none", "2:4"], default=None, help="tensorrt: 2:4 structured weights")
+    p.add_argument(
+        "--allocator",
+        choices=list(ALLOCATORS),
+        default=None,
+        help=f"torch-cpu: 'steady' fixes glibc's malloc thresholds (default here: {default_allocator()})",
+    )
     p.add_argument("--quick", action="store_true", help="a cheap timing protocol (tests, smoke runs)")
     p.add_argument("--seed", type=int, default=0, help="visiting order")
     p.add_argument("--no-progress", action="store_true")
@@ -82,6 +89,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     options: dict = {"cuda_graphs": True} if args.cuda_graphs else {}
     if args.sparsity:
         options["sparsity"] = args.sparsity
+    if args.backend == "torch-cpu":
+        options["allocator"] = args.allocator or default_allocator()
+    elif args.allocator:
+        raise ValueError(f"--allocator is a torch-cpu option; {args.backend} manages its own memory")
     backend = create_backend(args.backend, args.precision, args.threads, **options)
     workload = Workload(args.batch, args.tokens, model)
     protocol = Protocol.quick() if args.quick else Protocol()

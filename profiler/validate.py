@@ -1,7 +1,8 @@
 """A table's measured accuracy: random off-grid blocks and whole models timed and compared with the prediction.
 
 Configurations are drawn on the pruning lattice (EMB and MLP multiples of 16, QK and V multiples of 8, any head
-count) because those are the widths a pruning run asks about, and off the grid on every axis where possible.
+count) because those are the widths a pruning run asks about. Blocks are off the grid on every axis where possible;
+models take any lattice width, grid values included, as pruned models do.
 The same protocol times a retest subset twice; the median retest difference is the noise floor the table's
 error is judged against.
 """
@@ -49,8 +50,11 @@ def _axis_choices(table: LatencyTable, axis: str) -> tuple[list[int], list[int]]
     return on_lattice, off_grid or on_lattice
 
 
-def random_blocks(table: LatencyTable, count: int, rng: random.Random, emb: int | None = None) -> list[BlockDims]:
-    choices = {axis: _axis_choices(table, axis)[1] for axis in AXES}
+def random_blocks(
+    table: LatencyTable, count: int, rng: random.Random, emb: int | None = None, off_grid: bool = True
+) -> list[BlockDims]:
+    """Blocks on the pruning lattice, off the grid on every axis (interpolation at its hardest) unless told not to."""
+    choices = {axis: _axis_choices(table, axis)[1 if off_grid else 0] for axis in AXES}
     return [
         BlockDims(**{axis: (emb if axis == "emb" and emb else rng.choice(choices[axis])) for axis in AXES})
         for _ in range(count)
@@ -58,11 +62,13 @@ def random_blocks(table: LatencyTable, count: int, rng: random.Random, emb: int 
 
 
 def random_models(table: LatencyTable, count: int, depth: int, rng: random.Random) -> list[ModelDims]:
-    emb_choices = _axis_choices(table, "emb")[1]
+    """Models with widths anywhere on the lattice, grid values and the top edge included: a pruned model keeps
+    some blocks (or some axes) at their original, largest widths, and those cells must be right too."""
+    emb_choices = _axis_choices(table, "emb")[0]
     models = []
     for _ in range(count):
         emb = rng.choice(emb_choices)
-        blocks = random_blocks(table, depth, rng, emb=emb)
+        blocks = random_blocks(table, depth, rng, emb=emb, off_grid=False)
         models.append(ModelDims(emb, tuple(BlockWidths(b.heads, b.qk, b.v, b.mlp) for b in blocks)))
     return models
 

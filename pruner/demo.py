@@ -20,11 +20,18 @@ import torch
 
 from lut_server.atomic_file import write_json_atomic
 from lut_server.client import LatencyClient
-from profiler.backends import create_backend
 from profiler.timing import measure
 from profiler.vit import VisionTransformer
 from pruner.checkpoint import load_compact, save_compact
-from pruner.demo_table import DEMO_BACKEND, DEMO_BATCH, DEMO_PROTOCOL, DEMO_THREADS, ensure_demo_table
+from pruner.demo_table import (
+    DEMO_BACKEND,
+    DEMO_BATCH,
+    DEMO_OPTIONS,
+    DEMO_PROTOCOL,
+    DEMO_THREADS,
+    demo_backend,
+    ensure_demo_table,
+)
 from pruner.digits import DEMO_DIMS, DIGITS_CONFIG, DigitsSplit, accuracy, batches, load_digits_split, new_demo_model
 from pruner.digits import train as train_model
 from pruner.latency_pruner import LatencySource, Pruner
@@ -53,9 +60,10 @@ def original_model(split: DigitsSplit, cache: Path, seed: int) -> tuple[VisionTr
     return model.eval(), False
 
 
-def measure_latency(models: dict[str, VisionTransformer], rounds: int = 5) -> dict[str, float]:
-    """Median over `rounds` alternating measurements per model, with the table's backend, batch and threads."""
-    backend = create_backend(DEMO_BACKEND, "fp32", DEMO_THREADS)
+def measure_latency(models: dict[str, VisionTransformer], rounds: int = 9) -> dict[str, float]:
+    """Median over `rounds` alternating measurements per model, with the table's backend, batch and threads (this
+    VM's speed wanders by 5-10% from one second to the next, so one measurement of an 11 ms model is not enough)."""
+    backend = demo_backend()
     cfg = DIGITS_CONFIG
     images = torch.randn(DEMO_BATCH, cfg.in_chans, cfg.image_size, cfg.image_size, generator=torch.Generator())
     runners = {name: backend.prepare(copy.deepcopy(m), (images,)) for name, m in models.items()}
@@ -188,6 +196,7 @@ def run_demo(
             "backend": DEMO_BACKEND,
             "batch": DEMO_BATCH,
             "threads": DEMO_THREADS,
+            "options": DEMO_OPTIONS,
             "tokens": DIGITS_CONFIG.tokens,
         },
         "target_ratio": target,

@@ -14,9 +14,10 @@ from typing import Any
 from lut_server.client import LatencyClient, LatencyServiceError
 from lut_server.dims import ModelDims
 from lut_server.table_format import read_table
-from profiler.backends import create_backend
+from profiler.backends import Backend, create_backend
+from profiler.backends.glibc_malloc import default_allocator
 from profiler.grids import DEFAULT_PARTS, GridSpec
-from profiler.sweep import Sweep
+from profiler.sweep import Sweep, SweepMismatch
 from profiler.timing import Protocol
 from profiler.validate import validate_table_file
 from profiler.vit import VitConfig
@@ -41,6 +42,14 @@ DEMO_BATCH = 64
 (at batch 1 this small model is dominated by per-operator overhead and barely gets faster when pruned)."""
 DEMO_BACKEND = "torch-cpu"
 DEMO_THREADS = 1
+DEMO_OPTIONS = {"allocator": default_allocator()}
+"""Fixed malloc thresholds (profiler/backends/glibc_malloc.py): with glibc's defaults, whether a batch-64 MLP
+re-faulted its activations on every call changed from run to run, which moved cells by up to 2x."""
+
+
+def demo_backend() -> Backend:
+    """The backend the demo table is profiled with and the demo's models are measured with."""
+    return create_backend(DEMO_BACKEND, "fp32", DEMO_THREADS, **DEMO_OPTIONS)
 
 
 def table_matches(summary: dict[str, Any], dims: ModelDims, config: VitConfig) -> str | None:
@@ -48,6 +57,8 @@ def table_matches(summary: dict[str, Any], dims: ModelDims, config: VitConfig) -
     if summary.get("backend") != DEMO_BACKEND or summary.get("batch") != DEMO_BATCH:
         found = f"{summary.get('backend')} at batch {summary.get('batch')}"
         return f"it is {found}, the demo needs {DEMO_BACKEND} at batch {DEMO_BATCH}"
+    if summary.get("options", {}) != DEMO_OPTIONS:
+        return f"it was timed with backend options {summary.get('options', {})}, the demo measures with {DEMO_OPTIONS}"
     if summary.get("tokens") != config.tokens:
         return f"it has {summary.get('tokens')} tokens, the demo model has {config.tokens}"
     ranges = summary.get("ranges", {})
@@ -62,9 +73,15 @@ def table_matches(summary: dict[str, Any], dims: ModelDims, config: VitConfig) -
 
 def profile_demo_table(path: Path, config: VitConfig, progress: bool = True) -> dict[str, Any]:
     """Sweep the demo grid on this machine (resuming a killed sweep) and validate it; returns the table."""
-    backend = create_backend(DEMO_BACKEND, "fp32", DEMO_THREADS)
+    backend = demo_backend()
     workload = Workload(DEMO_BATCH, config.tokens, config)
-    Sweep(path, backend, workload, DEMO_GRID, DEMO_PROTOCOL, resume=path.exists(), seed=0).run(progress=progress)
+    try:
+        sweep = Sweep(path, backend, workload, DEMO_GRID, DEMO_PROTOCOL, resume=path.exists(), seed=0)
+    except SweepMismatch as exc:
+        print(f"starting {path} afresh: an earlier demo left it with other settings ({exc})", file=sys.stderr)
+        path.unlink()
+        sweep = Sweep(path, backend, workload, DEMO_GRID, DEMO_PROTOCOL, seed=0)
+    sweep.run(progress=progress)
     if read_table(path).get("validation") is None:
         validate_table_file(path, points=24, models=6, depth=4, retest=8, progress=progress)
     return read_table(path)
@@ -83,7 +100,10 @@ def ensure_demo_table(
     if summary is not None:
         problem = table_matches(summary, dims, config)
         if problem:
-            raise ValueError(f"table {client.table_id!r} on the server cannot serve the demo model: {problem}")
+            raise ValueError(
+                f"table {client.table_id!r} on the server cannot serve the demo model: {problem}; pass another "
+                "--table id (the demo profiles it) or remove that table from the server's tables directory"
+            )
         return summary, False
     path = work_dir / f"{client.table_id}.json"
     print(f"table {client.table_id!r} is not on the server: profiling this machine into {path}", file=sys.stderr)

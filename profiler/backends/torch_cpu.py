@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend
+from profiler.backends.glibc_malloc import ALLOCATORS, make_malloc_steady, malloc_state
 from profiler.environment import cpu_model, host_facts, software_facts
 from profiler.timing import Runner
 
@@ -21,7 +22,17 @@ class TorchCpuBackend(Backend):
     stage_timing = "in-context"
 
     def __init__(self, precision: str = "fp32", threads: int | None = None, **options: Any):
+        """Option `allocator`: "steady" fixes glibc's malloc thresholds (glibc_malloc.py); absent or "system" leaves
+        them, which is how tables made before the option were measured."""
+        unknown = set(options) - {"allocator"}
+        if unknown:
+            raise ValueError(f"backend torch-cpu has no option(s) {sorted(unknown)}; it takes 'allocator'")
+        allocator = options.get("allocator", "system")
+        if allocator not in ALLOCATORS:
+            raise ValueError(f"allocator must be one of {list(ALLOCATORS)}, not {allocator!r}")
         super().__init__(precision, threads if threads is not None else 1, **options)
+        if allocator == "steady":
+            make_malloc_steady()
         torch.set_num_threads(self.threads)
 
     def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
@@ -67,6 +78,7 @@ class TorchCpuBackend(Backend):
                 "kind": "cpu",
                 **host_facts(),
                 "torch_threads": torch.get_num_threads(),
+                "malloc": malloc_state(),
             },
             "software": software_facts(),
         }

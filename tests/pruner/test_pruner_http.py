@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from lut_server.client import LatencyClient
 from lut_server.table_format import write_table
 from pruner import Pruner
-from pruner.demo_table import table_matches
+from pruner.demo_table import DEMO_OPTIONS, table_matches
 from pruner.digits import DEMO_DIMS, DIGITS_CONFIG
 from tests.pruner.small_models import GRID, batch, small_model, small_table
 from tests.server.server_process import ServerProcess
@@ -48,12 +48,14 @@ def test_demo_table_check_names_what_does_not_fit():
     summary = {
         "backend": "torch-cpu",
         "batch": 64,
+        "options": DEMO_OPTIONS,
         "tokens": DIGITS_CONFIG.tokens,
         "ranges": {"emb": [32, 128], "heads": [1, 4], "qk": [8, 32], "v": [8, 32], "mlp": [16, 512]},
         "parts": ["attn_qk", "attn_v", "mlp", "stem", "head"],
     }
     assert table_matches(summary, DEMO_DIMS, DIGITS_CONFIG) is None
     assert "batch" in table_matches({**summary, "batch": 1}, DEMO_DIMS, DIGITS_CONFIG)
+    assert "options" in table_matches({**summary, "options": {}}, DEMO_DIMS, DIGITS_CONFIG)  # timed before the option
     assert "tokens" in table_matches({**summary, "tokens": 197}, DEMO_DIMS, DIGITS_CONFIG)
     narrow = {**summary, "ranges": {**summary["ranges"], "mlp": [16, 256]}}
     assert "mlp" in table_matches(narrow, DEMO_DIMS, DIGITS_CONFIG)
