@@ -1,16 +1,19 @@
-"""A resumable sweep: block pipelines timed stage by stage, every finished measurement persisted atomically.
+"""A resumable sweep: stacks of two blocks timed stage by stage, every finished measurement persisted atomically.
 
-One measurement runs a whole block (between the stem and the head when the table has them) and times each of its
-stages inside the running pipeline, so one run fills a cell of `attn_qk` (emb, heads, qk), a cell of `attn_v`
-(emb, heads, v) — the qk and v grids are the same list, measured with qk = v — a sample of `mlp` (emb, mlp) and
-samples of `stem`/`head` (emb). The mlp width of each run cycles through the mlp grid, so each mlp cell is the
-median of several runs with different attention around it. Parts timed in isolation keep their weights hot in
-cache and came out 9% faster than the same block (tables/README.md); timed inside the block they add up to it.
+One measurement runs two blocks of one EMB (between the stem and the head when the table has them) and times each
+block's stages inside the running pipeline, so each block fills a cell of `attn_qk` (emb, heads, qk), a cell of
+`attn_v` (emb, heads, v) — the qk and v grids are the same list, measured with qk = v — a sample of `mlp` (emb, mlp)
+and samples of `stem`/`head` (emb). The mlp width of each grid run (combo) cycles through the mlp grid, so each mlp
+cell is the median of several runs with different attention around it. Parts timed in isolation keep their weights
+hot in cache and came out 9% faster than the same block (tables/README.md); timed inside the block they add up to
+it. Two blocks per pipeline, each a different combo in shuffled pairs, put every block next to another one, as in a
+model: with one block per pipeline, whole 4-block models on the demo workload measured a median 4-5% slower than
+the table predicted.
 
-Every unit is measured in `passes` shuffled passes (so a burst of load on a shared machine hits one pass, not a
-neighbourhood of the grid); a unit whose passes disagree by more than `max_pass_gap`, or whose IQR/median was
-wider than `max_rel_iqr`, is measured once more and the median of its passes kept. A reference block is
-re-timed periodically to record drift.
+Every combo is measured in `passes` shuffled passes (so a burst of load on a shared machine hits one pass, not a
+neighbourhood of the grid, and each pass pairs it with another partner); a combo whose passes disagree by more
+than `max_pass_gap`, or whose IQR/median was wider than `max_rel_iqr`, is measured once more and the median of its
+passes kept. A reference block is re-timed periodically to record drift.
 """
 
 from __future__ import annotations
@@ -33,15 +36,46 @@ from lut_server.table_format import FORMAT_NAME, FORMAT_VERSION, PART_AXES, read
 from profiler.backends import Backend
 from profiler.environment import utc_now
 from profiler.grids import GridSpec
-from profiler.timing import Protocol, combine_passes, measure, passes_disagree
+from profiler.timing import Measurement, Protocol, combine_passes, measure, passes_disagree
 from profiler.workload import BLOCK_STAGES, Workload, build_pipeline
 
 Combo = tuple[int, int, int]
 """Indices into the emb, heads and qk (= v) grids: one pipeline run."""
 Unit = tuple[int, Combo]
-"""(pass, combo)."""
+"""(pass, combo): one record of the table."""
 
-LAYOUT = "in-context-parts/v1"
+LAYOUT = "in-context-pairs/v2"
+"""v1 (`in-context-parts/v1`) timed one block per pipeline; its records have the same shape and still derive."""
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One timed pipeline in pass `pass_index`: the blocks of `combos`, stacked (one EMB), each recorded; plus a
+    `companion` block timed only as context when a combo had no partner left."""
+
+    pass_index: int
+    combos: tuple[Combo, ...]
+    companion: Combo | None = None
+
+    def stack(self) -> tuple[Combo, ...]:
+        return self.combos + ((self.companion,) if self.companion is not None else ())
+
+
+def pair_units(units: list[Unit], pool: list[Combo]) -> list[PipelineRun]:
+    """Pair units of one pass and EMB in their (shuffled) order; a unit left alone gets a context-only companion
+    of its EMB from `pool` (none when its EMB has a single combo)."""
+    waiting: dict[tuple[int, int], Combo] = {}
+    runs: list[PipelineRun] = []
+    for p, combo in units:
+        partner = waiting.pop((p, combo[0]), None)
+        if partner is None:
+            waiting[(p, combo[0])] = combo
+        else:
+            runs.append(PipelineRun(p, (partner, combo)))
+    for (p, ie), combo in waiting.items():
+        companion = next((c for c in pool if c[0] == ie and c != combo), None)
+        runs.append(PipelineRun(p, (combo,), companion))
+    return sorted(runs, key=lambda run: run.pass_index)  # stable: pass by pass, shuffled order within
 
 
 class SweepMismatch(ValueError):
@@ -255,7 +289,7 @@ class Sweep:
         return units
 
     def extra_units(self) -> list[Unit]:
-        """A further pass for runs whose passes disagree by more than the protocol allows, or whose spread was wide
+        """A further pass for combos whose passes disagree by more than the protocol allows, or whose spread was wide
         (re-measured later rather than at once: on a shared machine a burst of load outlasts an immediate retry)."""
         extra: list[Unit] = []
         groups = _grouped(self.doc)
@@ -274,13 +308,15 @@ class Sweep:
         self.doc["complete"] = self.shard is None and finished
         write_table(self.out, self.doc)
 
-    def _measure(self, dims: BlockDims):
-        names, stages, inputs = build_pipeline(dims, self.workload, self.with_model)
+    def _measure(self, stack: list[BlockDims]) -> tuple[list[str], Measurement]:
+        names, stages, inputs = build_pipeline(stack, self.workload, self.with_model)
         m = measure(self.backend.prepare_pipeline(stages, inputs), self.protocol)
         return names, m
 
     def _time_reference(self, clock_start: float, elapsed_before: float) -> None:
-        _, m = self._measure(BlockDims(**self.doc["sweep"]["reference"]["dims"]))
+        """Two blocks of the reference dims (as a sweep run times them); the series holds their stage total."""
+        reference = BlockDims(**self.doc["sweep"]["reference"]["dims"])
+        _, m = self._measure([reference, reference])
         sweep = self.doc["sweep"]
         sweep["measurements"] += m.attempts
         sweep["reference"]["series"].append(
@@ -293,29 +329,40 @@ class Sweep:
         medians = [p["median_ms"] for p in sweep["reference"]["series"]]
         sweep["reference"]["drift_pct"] = round(100 * (max(medians) - min(medians)) / medians[0], 3)
 
+    def _records(self, run: PipelineRun, names: list[str], m: Measurement) -> list[dict]:
+        """One record per recorded block: its own stages, and the run's stem and head."""
+        offset = 1 if self.with_model else 0
+        shared = [i for i, name in enumerate(names) if name in ("stem", "head")]
+        records = []
+        for k, combo in enumerate(run.combos):
+            mine = shared + [offset + 3 * k + j for j in range(len(BLOCK_STAGES))]
+            columns = {"median_ms": m.stage_median_ms, "p10_ms": m.stage_p10_ms, "p90_ms": m.stage_p90_ms}
+            stats = {key: {names[i]: values[i] for i in mine} for key, values in columns.items()}
+            others = [c for c in run.stack() if c != combo]
+            records.append({
+                "combo": list(combo), "pass": run.pass_index, "dims": combo_dims(self.spec, combo).as_dict(),
+                "with": [list(c) for c in others], "total_ms": sum(stats["median_ms"].values()), **stats,
+                "rel_iqr": round(m.rel_iqr, 4), "samples": m.samples, "attempts": m.attempts,
+            })  # fmt: skip
+        return records
+
     def _run_units(self, units: list[Unit], bar: tqdm, clock_start: float, elapsed_before: float) -> None:
         sweep = self.doc["sweep"]
         every = max(1, self.protocol.reference_every)
-        for unit in units:
-            p, combo = unit
-            dims = combo_dims(self.spec, combo)
-            names, m = self._measure(dims)
-            sweep["records"].append({
-                "combo": list(combo), "pass": p, "dims": dims.as_dict(), "total_ms": m.median_ms,
-                "median_ms": dict(zip(names, m.stage_median_ms, strict=True)),
-                "p10_ms": dict(zip(names, m.stage_p10_ms, strict=True)),
-                "p90_ms": dict(zip(names, m.stage_p90_ms, strict=True)),
-                "rel_iqr": round(m.rel_iqr, 4), "samples": m.samples, "attempts": m.attempts,
-            })  # fmt: skip
+        for run in pair_units(units, self.my_combos()):
+            names, m = self._measure([combo_dims(self.spec, c) for c in run.stack()])
+            records = self._records(run, names, m)
+            sweep["records"].extend(records)
             sweep["measurements"] += m.attempts
-            sweep["units_done"] += 1
+            before = sweep["units_done"]
+            sweep["units_done"] += len(records)
             if m.flagged:
-                sweep["flagged"].append({"pass": p, "dims": dims.as_dict(), "rel_iqr": round(m.rel_iqr, 4)})
-            if sweep["units_done"] % every == 0:
+                sweep["flagged"] += [{"pass": r["pass"], "dims": r["dims"], "rel_iqr": r["rel_iqr"]} for r in records]
+            if sweep["units_done"] // every > before // every:
                 self._time_reference(clock_start, elapsed_before)
             sweep["wall_s"] = round(elapsed_before + time.perf_counter() - clock_start, 2)
             self._persist()
-            bar.update(1)
+            bar.update(len(records))
 
     def run(self, progress: bool = True) -> dict:
         todo = self.todo()

@@ -31,7 +31,7 @@ class Protocol:
     min_sample_ms: float = 0.5  # iterations are batched into samples of at least this long (timer overhead)
     max_rel_iqr: float = 0.10  # a run whose IQR/median exceeds this is re-measured (in a later pass), then flagged
     remeasure: int = 0  # immediate re-measurements of a wide run; the sweep defers them to an extra pass instead
-    reference_every: int = 40  # sweep runs between re-times of the reference configuration
+    reference_every: int = 40  # blocks timed between re-times of the reference pair
     passes: int = 2  # each sweep run is measured in this many separately shuffled passes
     max_pass_gap: float = 0.10  # passes further apart than this (relative) get one more pass
 

@@ -7,7 +7,7 @@ the block, operation for operation.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -137,23 +137,31 @@ def build_part(part: str, dims: Mapping[str, int], workload: Workload, seed: int
 
 
 def build_pipeline(
-    dims: BlockDims, workload: Workload, with_model_parts: bool, seed: int = 0
+    blocks: BlockDims | Sequence[BlockDims], workload: Workload, with_model_parts: bool, seed: int = 0
 ) -> tuple[list[str], list[nn.Module], tuple[Tensor, ...]]:
-    """The stages of one block (with the stem before it and the head after it when the table has them) and the
-    pipeline's inputs; timing it yields every part's latency measured inside a running model."""
+    """The stages of one or more stacked blocks (all of one EMB; the stem before them and the head after them when
+    the table has them) and the pipeline's inputs; timing it yields every part's latency measured inside a running
+    model. Names repeat per block: block i's stages follow the stem (if any) at positions 3i, 3i+1, 3i+2."""
+    stack = [blocks] if isinstance(blocks, BlockDims) else list(blocks)
+    if not stack or len({b.emb for b in stack}) != 1:
+        raise ValueError(f"a pipeline needs one or more blocks of one EMB, got {[b.as_dict() for b in stack]}")
+    emb = stack[0].emb
     generator = torch.Generator().manual_seed(seed)
-    block = Block(dims, workload.attn_scale)
-    names = list(BLOCK_STAGES)
-    stages: list[nn.Module] = [ScoresStage(block), ValuesStage(block), MlpStage(block)]
+    names: list[str] = []
+    stages: list[nn.Module] = []
+    for dims in stack:
+        block = Block(dims, workload.attn_scale)
+        names += BLOCK_STAGES
+        stages += [ScoresStage(block), ValuesStage(block), MlpStage(block)]
     if with_model_parts:
         cfg = workload.model
         if cfg is None:
             raise ValueError("stem and head stages need a model config (image and patch size) in the workload")
         names = ["stem", *names, "head"]
-        stages = [TupleStage(Stem(dims.emb, cfg)), *stages, TupleStage(Head(dims.emb, cfg))]
+        stages = [TupleStage(Stem(emb, cfg)), *stages, TupleStage(Head(emb, cfg))]
         inputs = (torch.randn(workload.batch, cfg.in_chans, cfg.image_size, cfg.image_size, generator=generator),)
     else:
-        inputs = (torch.randn(workload.batch, workload.tokens, dims.emb, generator=generator),)
+        inputs = (torch.randn(workload.batch, workload.tokens, emb, generator=generator),)
     return names, stages, inputs
 
 

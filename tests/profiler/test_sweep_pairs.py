@@ -1,0 +1,44 @@
+"""Sweep runs stack two blocks of one EMB and record each block's own stages."""
+
+from collections import Counter
+
+from profiler.backends import create_backend
+from profiler.grids import DEFAULT_PARTS, GridSpec
+from profiler.sweep import PipelineRun, Sweep, pair_units
+from profiler.timing import Protocol
+from profiler.workload import Workload, model_config_for_tokens
+
+
+def test_units_pair_within_one_pass_and_emb_and_a_lone_unit_gets_a_context_companion():
+    pool = [(e, h, x) for e in range(2) for h in range(2) for x in range(2)]
+    units = [(0, (0, 0, 0)), (0, (1, 0, 0)), (1, (0, 0, 0)), (0, (0, 1, 1)), (0, (1, 1, 0)), (0, (0, 0, 1))]
+    runs = pair_units(units, pool)
+    assert runs[:3] == [
+        PipelineRun(0, ((0, 0, 0), (0, 1, 1))),
+        PipelineRun(0, ((1, 0, 0), (1, 1, 0))),
+        PipelineRun(0, ((0, 0, 1),), companion=(0, 0, 0)),  # odd one out of pass 0, emb 0
+    ]
+    assert runs[3] == PipelineRun(1, ((0, 0, 0),), companion=(0, 0, 1))  # never paired across passes
+    recorded = Counter((r.pass_index, c) for r in runs for c in r.combos)
+    assert recorded == Counter(units)  # every unit recorded exactly once; companions are not recorded
+    assert all(len({c[0] for c in r.stack()}) == 1 for r in runs)
+
+
+def test_each_record_holds_its_own_blocks_stages(tmp_path):
+    # per emb: 2 heads x 2 qk = 4 combos -> 2 pairs; mlp cycles 16/2048, so every pair has a narrow and a wide MLP
+    spec = GridSpec({"emb": [64], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [16, 2048]}, DEFAULT_PARTS)
+    workload = Workload(2, 17, model_config_for_tokens(17))
+    protocol = Protocol.quick()
+    doc = Sweep(tmp_path / "t.json", create_backend("torch-cpu", "fp32", 1), workload, spec, protocol).run(False)
+    records = doc["sweep"]["records"]
+    assert len(records) == 4 * protocol.passes and doc["complete"]
+    assert all(len(r["with"]) == 1 and r["with"][0][0] == r["combo"][0] for r in records)
+    by_combo = {(r["pass"], tuple(r["combo"])): r for r in records}
+    for r in records:
+        partner = by_combo[(r["pass"], tuple(r["with"][0]))]
+        assert partner["with"] == [r["combo"]]  # the pair is symmetric: both recorded from one run
+        assert partner["median_ms"]["stem"] == r["median_ms"]["stem"]
+        if r["dims"]["mlp"] == 2048 and partner["dims"]["mlp"] == 16:
+            assert r["median_ms"]["mlp"] > 5 * partner["median_ms"]["mlp"]  # 128x the MLP FLOPs
+    references = len(doc["sweep"]["reference"]["series"])
+    assert doc["sweep"]["measurements"] == len(records) // 2 + references  # one measurement times two records
