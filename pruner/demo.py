@@ -196,6 +196,7 @@ def run_demo(
 
     ratio = measured["pruned"] / measured["original"]
     predicted_ratio = predicted_pruned / pruner.original_ms
+    original_err = 100 * (pruner.original_ms - measured["original"]) / measured["original"]  # signed: drift shows
     pred_err = 100 * abs(predicted_pruned - measured["pruned"]) / measured["pruned"]
     steps = len(pruner.history)
     report = {
@@ -234,6 +235,7 @@ def run_demo(
             "measured_ratio": ratio,
             "measured_ratio_ok": ratio <= target + 0.1,
             "predicted_ratio": predicted_ratio,
+            "original_predicted_vs_measured_pct": original_err,
             "predicted_vs_measured_pct": pred_err,
             "predicted_vs_measured_ok": pred_err <= 10.0,
             "accuracy_drop_points": original_acc - pruned_acc,
@@ -271,7 +273,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         model_line("pruned:", p),
         f"measured latency ratio {c['measured_ratio']:.3f} (predicted {c['predicted_ratio']:.3f}, target "
         f"{report['target_ratio']}) [{mark[c['measured_ratio_ok']]}]",
-        f"predicted vs measured {c['predicted_vs_measured_pct']:.1f}% [{mark[c['predicted_vs_measured_ok']]}]",
+        f"predicted vs measured {c['predicted_vs_measured_pct']:.1f}% [{mark[c['predicted_vs_measured_ok']]}] "
+        f"(original model: {c['original_predicted_vs_measured_pct']:+.1f}%)",
         f"accuracy drop {c['accuracy_drop_points']:.2f} points [{mark[c['accuracy_drop_ok']]}]",
         f"{report['steps']} pruning steps, {report['http_requests']} HTTP requests [{mark[c['http_requests_ok']]}]",
         f"pruned dims: EMB {p['dims']['emb']}, blocks "
