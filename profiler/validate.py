@@ -24,7 +24,7 @@ from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
 from profiler.backends import Backend, create_backend
 from profiler.environment import utc_now
-from profiler.timing import Protocol, measure_in_passes
+from profiler.timing import Protocol, Runner, measure_in_passes
 from profiler.vit import VitConfig
 from profiler.workload import Workload, build_block, build_model
 
@@ -73,6 +73,13 @@ def random_models(table: LatencyTable, count: int, depth: int, rng: random.Rando
     return models
 
 
+def block_stack(doc: Mapping[str, Any]) -> int:
+    """How many blocks of one config a validation point times (and divides by): as many as a sweep run of the
+    table stacked, so a block is timed in the context its cells were measured in (two for `in-context-pairs`)."""
+    layout = (doc.get("sweep") or {}).get("layout") or ""
+    return 2 if layout.startswith("in-context-pairs") else 1
+
+
 def ape(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return 100.0 * np.abs(predicted - measured) / measured
 
@@ -83,6 +90,10 @@ def _stats(errors: np.ndarray) -> dict[str, float]:
         "p95_ape_pct": round(float(np.percentile(errors, 95)), 3),
         "max_ape_pct": round(float(errors.max()), 3),
     }
+
+
+def _per_block(run: Runner, stack: int) -> Runner:
+    return run if stack == 1 else lambda iterations: run(iterations) / stack
 
 
 def validate_table_file(
@@ -108,11 +119,13 @@ def validate_table_file(
     retest = min(points, retest if retest is not None else max(20, points // 4))
     retest_idx = rng.sample(range(points), retest)
     started = time.perf_counter()
+    stack = block_stack(doc)
     jobs = (
-        [lambda b=b: backend.prepare(*build_block(b, workload)) for b in blocks]
+        [lambda b=b: _per_block(backend.prepare(*build_block(b, workload, stack=stack)), stack) for b in blocks]
         + [lambda m=m: backend.prepare(*build_model(m, workload)) for m in model_dims]
-        + [lambda i=i: backend.prepare(*build_block(blocks[i], workload)) for i in retest_idx]
-    )
+        + [lambda i=i: _per_block(backend.prepare(*build_block(blocks[i], workload, stack=stack)), stack)
+           for i in retest_idx]
+    )  # fmt: skip
     passes = max(1, protocol.passes)
     bar = tqdm(total=len(jobs) * passes, desc=f"validate {path.name}", unit="run", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)  # fmt: skip
@@ -144,6 +157,7 @@ def validate_table_file(
         if models
         else None,
         "signed_median_pct": round(float(np.median(100 * (predicted - measured) / measured)), 3),
+        "block_stack": stack,
         "lattice": LATTICE,
         "seed": seed,
         "measurements": count,
@@ -176,7 +190,8 @@ def measure_configs(path: str | Path, configs: list[Mapping[str, int]], progress
     if here != doc["device"].get("name"):
         print(f"warning: table was profiled on {doc['device'].get('name')!r}, this is {here!r}", file=sys.stderr)
     blocks = [BlockDims.from_mapping(c) for c in configs]
-    jobs = [lambda b=b: backend.prepare(*build_block(b, workload)) for b in blocks]
+    stack = block_stack(doc)
+    jobs = [lambda b=b: _per_block(backend.prepare(*build_block(b, workload, stack=stack)), stack) for b in blocks]
     with tqdm(total=len(jobs) * max(1, protocol.passes), desc="measure", disable=not progress, file=sys.stderr) as bar:
         values, _ = measure_in_passes(jobs, protocol, random.Random(0), on_measured=lambda: bar.update(1))
     return values

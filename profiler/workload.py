@@ -165,8 +165,16 @@ def build_pipeline(
     return names, stages, inputs
 
 
-def build_block(dims: BlockDims, workload: Workload, seed: int = 0) -> tuple[nn.Module, tuple]:
-    return build_part("block", dims.as_dict(), workload, seed)
+def build_block(dims: BlockDims, workload: Workload, seed: int = 0, stack: int = 1) -> tuple[nn.Module, tuple]:
+    """One block, or `stack` blocks of the same dims (each with its own weights) run one after the other: a block
+    as it runs inside a model, where the blocks around it evict its weights from cache."""
+    if stack == 1:
+        return build_part("block", dims.as_dict(), workload, seed)
+    if stack < 1:
+        raise ValueError(f"stack must be at least 1, got {stack}")
+    generator = torch.Generator().manual_seed(seed)
+    blocks = nn.Sequential(*(Block(dims, workload.attn_scale) for _ in range(stack)))
+    return blocks, (torch.randn(workload.batch, workload.tokens, dims.emb, generator=generator),)
 
 
 def build_model(dims: ModelDims, workload: Workload, seed: int = 0) -> tuple[nn.Module, tuple]:

@@ -42,3 +42,21 @@ def test_each_record_holds_its_own_blocks_stages(tmp_path):
             assert r["median_ms"]["mlp"] > 5 * partner["median_ms"]["mlp"]  # 128x the MLP FLOPs
     references = len(doc["sweep"]["reference"]["series"])
     assert doc["sweep"]["measurements"] == len(records) // 2 + references  # one measurement times two records
+
+
+def test_validation_times_a_block_in_the_context_its_table_was_swept_in():
+    import torch
+
+    from lut_server.dims import BlockDims
+    from profiler.validate import _per_block, block_stack
+    from profiler.workload import build_block
+
+    assert block_stack({"sweep": {"layout": "in-context-pairs/v2"}}) == 2
+    assert block_stack({"sweep": {"layout": "in-context-parts/v1"}}) == 1
+    assert block_stack({"sweep": None}) == 1
+    dims = BlockDims(32, 2, 8, 8, 64)
+    stack, (x,) = build_block(dims, Workload(2, 5), stack=2)
+    assert len(stack) == 2 and stack[0].qk.weight.data_ptr() != stack[1].qk.weight.data_ptr()
+    with torch.inference_mode():
+        assert torch.equal(stack(x), stack[1](stack[0](x)))
+    assert _per_block(lambda iterations: 10.0 * iterations, 2)(3) == 15.0

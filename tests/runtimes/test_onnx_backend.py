@@ -82,4 +82,5 @@ def test_tiny_sweep_then_validate_with_onnxruntime(tmp_path: Path, capsys: pytes
     )
     validation = read_table(out)["validation"]
     assert validation["points"] == 6 and validation["models"]["count"] == 2
+    assert validation["block_stack"] == 2  # a v2 (pairs) table: blocks timed as a stack of two, as swept
     assert validation["median_ape_pct"] >= 0 and validation["measurements"] >= 6 + 2 + 6
