@@ -8,7 +8,7 @@ cell is the median of several runs with different attention around it. Parts tim
 hot in cache and came out 9% faster than the same block (tables/README.md); timed inside the block they add up to
 it. Two blocks per pipeline, each a different combo in shuffled pairs, put every block next to another one, as in a
 model: with one block per pipeline, whole 4-block models on the demo workload measured a median 4-5% slower than
-the table predicted.
+the table predicted (whether pairs remove that is not settled: README, demo results). Pairs also halve the runs.
 
 Every combo is measured in `passes` shuffled passes (so a burst of load on a shared machine hits one pass, not a
 neighbourhood of the grid, and each pass pairs it with another partner); a combo whose passes disagree by more
@@ -40,7 +40,7 @@ from profiler.timing import Measurement, Protocol, combine_passes, measure, pass
 from profiler.workload import BLOCK_STAGES, Workload, build_pipeline
 
 Combo = tuple[int, int, int]
-"""Indices into the emb, heads and qk (= v) grids: one pipeline run."""
+"""Indices into the emb, heads and qk (= v) grids: one block of a pipeline run."""
 Unit = tuple[int, Combo]
 """(pass, combo): one record of the table."""
 
@@ -333,10 +333,10 @@ class Sweep:
         """One record per recorded block: its own stages, and the run's stem and head."""
         offset = 1 if self.with_model else 0
         shared = [i for i, name in enumerate(names) if name in ("stem", "head")]
+        columns = {"median_ms": m.stage_median_ms, "p10_ms": m.stage_p10_ms, "p90_ms": m.stage_p90_ms}
         records = []
         for k, combo in enumerate(run.combos):
             mine = shared + [offset + 3 * k + j for j in range(len(BLOCK_STAGES))]
-            columns = {"median_ms": m.stage_median_ms, "p10_ms": m.stage_p10_ms, "p90_ms": m.stage_p90_ms}
             stats = {key: {names[i]: values[i] for i in mine} for key, values in columns.items()}
             others = [c for c in run.stack() if c != combo]
             records.append({
