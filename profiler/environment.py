@@ -1,23 +1,9 @@
-"""Facts about this machine and its software, recorded in every table."""
+"""Package versions and timestamps recorded in tables (the device and software fingerprint is in fingerprint.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import os
-import platform
-from typing import Any
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def package_version(name: str) -> str | None:
@@ -25,22 +11,6 @@ def package_version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def host_facts() -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "os": f"{platform.system()} {platform.release()}",
-    }
-
-
-def software_facts(*packages: str) -> dict[str, Any]:
-    facts: dict[str, Any] = {"python": platform.python_version(), "vitlut": package_version("vitlut")}
-    for name in ("torch", "numpy", *packages):
-        facts[name] = package_version(name)
-    return facts
 
 
 def utc_now() -> str:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend, BackendUnavailable
-from profiler.environment import cpu_model, host_facts, software_facts
+from profiler.environment import package_version
+from profiler.fingerprint import cpu_device, software
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
 from profiler.timing import Runner
 
@@ -194,18 +195,20 @@ class OnnxRuntimeBackend(Backend):
         return run
 
     def environment(self) -> dict[str, dict[str, Any]]:
-        software = software_facts("onnxruntime", "onnx") | {
-            "onnxruntime_providers": ort.get_available_providers(),
-            "onnx_exporter": self.exporter,
-            "onnx_opset": self.opset,
+        """The graph comes from torch's exporter, so torch's version is part of what must match."""
+        match = {
+            "onnxruntime": ort.__version__,
+            "onnx": package_version("onnx"),
+            "torch": torch.__version__,
+            "provider": PROVIDERS[self.provider],
         }
+        recorded = {"onnxruntime_providers": ort.get_available_providers()}
         if self.provider == "cuda":
-            from profiler.backends.torch_cuda import cuda_device_facts
+            from profiler.backends.torch_cuda import cuda_device, cuda_software
 
-            device = cuda_device_facts()
-            return {"device": device, "software": software | {"cuda": torch.version.cuda}}
-        device = {"name": cpu_model(), "kind": "cpu", **host_facts(), "ort_intra_op_threads": self.threads}
-        return {"device": device, "software": software}
+            return {"device": cuda_device(), "software": software(match | cuda_software(), recorded)}
+        device = cpu_device(self.threads, {"ort_intra_op_threads": self.threads, "ort_inter_op_threads": 1})
+        return {"device": device, "software": software(match, recorded)}
 
 
 def _raw_run_with_iobinding(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable[[ort.RunOptions], None]:

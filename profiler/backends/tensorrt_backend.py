@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from profiler.backends.base import PRECISIONS, Backend, BackendUnavailable
 from profiler.engine_cache import EngineCache, cache_key, module_signature
-from profiler.environment import software_facts
+from profiler.environment import package_version
+from profiler.fingerprint import software
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, export_onnx
 from profiler.structured_sparsity import prune_2_4_
 from profiler.timing import Runner
@@ -219,14 +220,7 @@ class TensorRtBackend(Backend):
         return run
 
     def environment(self) -> dict[str, dict[str, Any]]:
-        from profiler.backends.torch_cuda import cuda_device_facts
+        from profiler.backends.torch_cuda import cuda_device, cuda_software
 
-        device = cuda_device_facts(self.device)
-        software = software_facts("onnx") | {
-            "tensorrt": self.trt.__version__,
-            "cuda": torch.version.cuda,
-            "onnx_exporter": self.exporter,
-            "onnx_opset": self.opset,
-            "build_plan": self.plan.as_dict(),
-        }
-        return {"device": device, "software": software}
+        match = {**cuda_software(), "tensorrt": self.trt.__version__, "onnx": package_version("onnx")}
+        return {"device": cuda_device(self.device), "software": software(match, {"build_plan": self.plan.as_dict()})}

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from profiler.backends.base import Backend
 from profiler.backends.glibc_malloc import ALLOCATORS, make_malloc_steady, malloc_state
-from profiler.environment import cpu_model, host_facts, software_facts
+from profiler.fingerprint import cpu_device, software, torch_software
 from profiler.timing import Runner
 
 
@@ -73,12 +73,6 @@ class TorchCpuBackend(Backend):
 
     def environment(self) -> dict[str, dict[str, Any]]:
         return {
-            "device": {
-                "name": cpu_model(),
-                "kind": "cpu",
-                **host_facts(),
-                "torch_threads": torch.get_num_threads(),
-                "malloc": malloc_state(),
-            },
-            "software": software_facts(),
+            "device": cpu_device(self.threads, {"torch_threads": torch.get_num_threads(), "malloc": malloc_state()}),
+            "software": software(torch_software()),
         }

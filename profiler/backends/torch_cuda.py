@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend, BackendUnavailable
-from profiler.environment import host_facts, software_facts
+from profiler.fingerprint import gpu_device, software, torch_software
 from profiler.timing import Runner
 
 
@@ -32,17 +32,26 @@ def nvidia_smi_facts() -> dict[str, Any]:
     return dict(zip(fields.split(","), values, strict=False))
 
 
-def cuda_device_facts(device: torch.device | int | None = None) -> dict[str, Any]:
-    """The GPU as every CUDA backend records it: name (the device's identity), memory, compute capability,
-    driver and clocks, and the host it sits in."""
+def cuda_device(device: torch.device | int | None = None) -> dict[str, Any]:
+    """The fingerprint of the GPU a CUDA backend times on (every CUDA backend records it this way)."""
     props = torch.cuda.get_device_properties(device if device is not None else torch.cuda.current_device())
-    return {
+    identity = {
         "name": props.name,
-        "kind": "cuda",
-        "memory_gib": round(props.total_memory / 2**30, 1),
         "compute_capability": f"{props.major}.{props.minor}",
-        **nvidia_smi_facts(),
-        "host": host_facts(),
+        "memory_mib": int(props.total_memory // 2**20),
+        "sm_count": props.multi_processor_count,
+    }
+    return gpu_device(identity, nvidia_smi_facts())
+
+
+def cuda_software() -> dict[str, Any]:
+    """CUDA, cuDNN and the TF32 math modes: each changes which kernels run and what fp32 means."""
+    return {
+        **torch_software(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
     }
 
 
@@ -122,7 +131,4 @@ class TorchCudaBackend(Backend):
         return graph.replay
 
     def environment(self) -> dict[str, dict[str, Any]]:
-        return {
-            "device": cuda_device_facts(self.device),
-            "software": software_facts() | {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()},
-        }
+        return {"device": cuda_device(self.device), "software": software(cuda_software())}
