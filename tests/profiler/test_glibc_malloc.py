@@ -24,7 +24,7 @@ for mlp in (384, 512, 448, 640):  # activations of 1.7-2.8 MB: above glibc's ini
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     run(50)
     faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
-print(json.dumps({"faults_per_call": faults, "malloc": backend.environment()["device"]["malloc"]}))
+print(json.dumps({"faults_per_call": faults, "malloc": backend.environment()["device"]["recorded"]["malloc"]}))
 """
 
 
@@ -48,4 +48,4 @@ def test_backend_options_are_checked_and_recorded():
         create_backend("torch-cpu", "fp32", 1, cuda_graphs=True)
     backend = create_backend("torch-cpu", "fp32", 1, allocator="system")
     assert backend.settings()["options"] == {"allocator": "system"}
-    assert backend.environment()["device"]["malloc"] in ("system", "steady")  # process-wide: depends on earlier tests
+    assert backend.environment()["device"]["recorded"]["malloc"] in ("system", "steady")  # process-wide: depends on earlier tests

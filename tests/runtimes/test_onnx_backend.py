@@ -25,7 +25,7 @@ def test_registered_and_created_with_recorded_settings() -> None:
     assert settings["threads"] == 1  # default, recorded
     assert settings["options"] == {"provider": "cpu", "exporter": "torchscript", "opset": 17}
     env = backend.environment()
-    assert env["device"]["kind"] == "cpu" and env["device"]["ort_intra_op_threads"] == 1
+    assert env["device"]["kind"] == "cpu" and env["device"]["recorded"]["ort_intra_op_threads"] == 1
     assert env["software"]["onnxruntime"] and "CPUExecutionProvider" in env["software"]["onnxruntime_providers"]
 
 
