@@ -13,6 +13,7 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 from scipy.optimize import isotonic_regression
 
+from lut_server.calibration import IDENTITY, correction_of
 from lut_server.dims import AXES, WIDTH_AXES, BlockDims, ModelDims
 from lut_server.table_format import (
     BLOCK_PARTS,
@@ -126,9 +127,13 @@ class _PartInterpolator:
 
 
 class LatencyTable:
-    """A validated table that answers latency queries; the local twin of `LatencyClient`."""
+    """A validated table that answers latency queries; the local twin of `LatencyClient`.
 
-    def __init__(self, data: Mapping[str, Any], table_id: str | None = None):
+    Answers are calibrated (the table's whole-model correction applied on top of its parts) unless the table has
+    no calibration or `calibrated=False` asks for the raw parts.
+    """
+
+    def __init__(self, data: Mapping[str, Any], table_id: str | None = None, calibrated: bool = True):
         self.data = validate_table(data)
         if not self.data["complete"]:
             raise QueryError("the table is incomplete (a sweep still running or killed); finish it with --resume")
@@ -143,13 +148,15 @@ class LatencyTable:
             name: _PartInterpolator(PART_AXES[name], self.grid, monotone_fit(part_median(self.data, name)))
             for name in self.data["parts"]
         }
+        self.calibration = self.data.get("calibration") if calibrated else None
+        self.correction = correction_of(self.calibration) if calibrated else IDENTITY
         self.block_parts = [p for p in self._parts if p in BLOCK_PARTS]
         self.model_parts = [p for p in self._parts if p in MODEL_PARTS]
 
     @classmethod
-    def load(cls, path: str | Path) -> LatencyTable:
+    def load(cls, path: str | Path, calibrated: bool = True) -> LatencyTable:
         path = Path(path)
-        return cls(read_table(path), table_id=path.stem)
+        return cls(read_table(path), table_id=path.stem, calibrated=calibrated)
 
     # ---- metadata -------------------------------------------------------------------------------------------
     @property
@@ -177,6 +184,15 @@ class LatencyTable:
             | ({"models": validation["models"]} if "models" in validation else {}),
             "ranges": {axis: list(r) for axis, r in self.ranges.items()},
             "parts": list(self._parts),
+            "fingerprint": {
+                "device": dict(device.get("match") or {}),
+                "software": dict((self.data.get("software") or {}).get("match") or {}),
+            },
+            "calibration": (
+                {k: self.calibration.get(k) for k in ("method", "form", "before", "after")}
+                if self.calibration
+                else None
+            ),
         }
 
     # ---- queries --------------------------------------------------------------------------------------------
@@ -203,16 +219,26 @@ class LatencyTable:
                 )
 
     def _block_sum(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        total = np.zeros(len(columns["emb"]))
+        factors = self.correction.factors
+        total = np.full(len(columns["emb"]), self.correction.block_ms)
         for name in self.block_parts:
-            total += self._parts[name](columns)
+            total += factors.get(name, 1.0) * self._parts[name](columns)
         return total
 
     def _model_extra(self, emb: np.ndarray) -> np.ndarray:
-        total = np.zeros(len(emb))
+        factors = self.correction.factors
+        total = np.full(len(emb), self.correction.model_ms)
         for name in self.model_parts:
-            total += self._parts[name]({"emb": emb})
+            total += factors.get(name, 1.0) * self._parts[name]({"emb": emb})
         return total
+
+    def raw_part_sums(self, model: ModelDims) -> dict[str, float]:
+        """Each part's uncorrected contribution to a model's latency: the features a calibration is fitted on."""
+        columns = self._columns(model.block_dims())
+        self.check_in_range(columns)
+        sums = {name: float(self._parts[name](columns).sum()) for name in self.block_parts}
+        emb = {"emb": np.array([float(model.emb)])}
+        return sums | {name: float(self._parts[name](emb)[0]) for name in self.model_parts}
 
     def block_latency(self, blocks: Sequence[BlockDims] | np.ndarray) -> np.ndarray:
         """Predicted latency in ms of each block, in order; raises QueryError when a block is out of range."""

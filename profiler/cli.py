@@ -10,22 +10,32 @@ from pathlib import Path
 from lut_server.table_format import TableFormatError
 from profiler.backends import BackendUnavailable, backend_names, create_backend
 from profiler.backends.glibc_malloc import ALLOCATORS, default_allocator
+from profiler.device_match import DeviceMismatch
 from profiler.grids import PRESETS, load_grid
 from profiler.sweep import Shard, Sweep, SweepMismatch, grid_step_monotonicity
 from profiler.timing import Protocol
-from profiler.validate import measure_configs, validate_table_file
+from profiler.transfer import transfer_table
+from profiler.validate import measure_configs, measure_models, validate_table_file
 from profiler.vit import VitConfig
 from profiler.workload import Workload, model_config_for_tokens
 
 
 def _add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="time a grid of block parts and write a table")
-    p.add_argument("--backend", default="torch-cpu", help=f"one of {', '.join(backend_names())}")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--tokens", type=int, default=197)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--backend", default=None, help=f"one of {', '.join(backend_names())} (default torch-cpu)")
+    p.add_argument("--batch", type=int, default=None, help="deployment batch (default 1)")
+    p.add_argument("--tokens", type=int, default=None, help="tokens per image (default 197)")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"], help="default fp32")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu: default 1, recorded)")
-    p.add_argument("--grid", default="default", help=f"preset ({', '.join(PRESETS)}) or a JSON grid file")
+    p.add_argument("--grid", default=None, help=f"preset ({', '.join(PRESETS)}) or a JSON grid file (default: default)")
+    p.add_argument(
+        "--from",
+        dest="from_table",
+        type=Path,
+        default=None,
+        help="build this machine's table from an existing one (its backend, workload and grid) plus --budget runs",
+    )
+    p.add_argument("--budget", type=int, default=100, help="with --from: pipeline runs timed here (default 100)")
     p.add_argument("--out", required=True, type=Path, help="tables/ID.json")
     p.add_argument("--resume", action="store_true", help="continue a killed sweep of the same settings")
     p.add_argument("--shard", default=None, help="i/n: profile only a disjoint slice of the grid")
@@ -56,12 +66,17 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force", action="store_true", help="validate even where the device fingerprint differs")
 
 
 def _add_measure(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("measure", help="time configs with exactly a table's settings; prints {latency_ms: [...]}")
+    p = sub.add_parser("measure", help="time blocks or models with exactly a table's settings; prints {latency_ms}")
     p.add_argument("--table", required=True, type=Path)
-    p.add_argument("--configs", required=True, type=Path, help='JSON list of {"emb","heads","qk","v","mlp"}')
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--configs", type=Path, help='blocks: JSON list of {"emb","heads","qk","v","mlp"}')
+    what.add_argument("--models", type=Path, help='whole models: JSON list of {"emb", "blocks": [{"heads",...}]}')
+    p.add_argument("--force", action="store_true", help="measure even where the device fingerprint differs")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,11 +90,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXTENSION_MODULES = ("profiler.upload", "profiler.merge")
+EXTENSION_MODULES = ("profiler.upload", "profiler.merge", "profiler.check", "profiler.calibrate")
 """Modules that add a subcommand: each has register(subparsers) setting `handler` as a parser default."""
 
 
+PROFILE_DEFAULTS = {"backend": "torch-cpu", "batch": 1, "tokens": 197, "precision": "fp32", "grid": "default"}
+
+
+def cmd_profile_from(args: argparse.Namespace) -> int:
+    given = [f"--{k}" for k in (*PROFILE_DEFAULTS, "threads", "shard") if getattr(args, k) is not None]
+    given += ["--resume"] if args.resume else []
+    if given:
+        raise ValueError(f"--from takes the backend, workload and grid from the source table; drop {', '.join(given)}")
+    options = {"allocator": args.allocator} if args.allocator else {}
+    doc = transfer_table(args.from_table, args.out, args.budget, options, progress=not args.no_progress)
+    s = doc["sweep"]
+    fits = s["derived_from"]["fits"]
+    print(
+        json.dumps(
+            {
+                "table": str(args.out),
+                "from": s["derived_from"]["table_id"],
+                "runs": s["units_done"],
+                "measurements": s["measurements"],
+                "wall_s": s["wall_s"],
+                "drift_pct": s["reference"]["drift_pct"],
+                "mean_ratio": {part: fit["mean_ratio"] for part, fit in fits.items()},
+                "fit_loo_rms_pct": {part: fit["loo_rms_pct"] for part, fit in fits.items()},
+                "next": f"python -m profiler validate {args.out}",
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
+    if args.from_table is not None:
+        return cmd_profile_from(args)
+    for key, value in PROFILE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     spec = load_grid(args.grid)
     model: VitConfig | None = None
     if not args.no_model_parts:
@@ -127,19 +178,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
         seed=args.seed,
         protocol=Protocol.quick() if args.quick else None,
         progress=not args.no_progress,
+        force=args.force,
     )
-    print(json.dumps(result, indent=1))
+    shown = {k: v for k, v in result.items() if k not in ("blocks", "model_points")}
+    print(json.dumps(shown, indent=1))
     return 0
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    source = args.configs or args.models
     try:
-        configs = json.loads(args.configs.read_text())
+        items = json.loads(source.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read configs {args.configs}: {exc}") from None
-    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
-        raise ValueError("configs must be a JSON list of objects with emb, heads, qk, v, mlp")
-    print(json.dumps({"latency_ms": measure_configs(args.table, configs)}))
+        raise ValueError(f"cannot read {source}: {exc}") from None
+    if not isinstance(items, list) or not all(isinstance(c, dict) for c in items):
+        kind = "models with emb and blocks" if args.models else "objects with emb, heads, qk, v, mlp"
+        raise ValueError(f"{source} must hold a JSON list of {kind}")
+    measure = measure_models if args.models else measure_configs
+    latencies = measure(args.table, items, progress=not args.no_progress, force=args.force)
+    print(json.dumps({"latency_ms": latencies}))
     return 0
 
 
@@ -151,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command) or args.handler
     try:
         return handler(args)
+    except DeviceMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except (ValueError, FileExistsError, TableFormatError, SweepMismatch, BackendUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from lut_server.dims import AXES, BlockDims, BlockWidths, ModelDims
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
 from profiler.backends import Backend, create_backend
+from profiler.device_match import ensure_same_device
 from profiler.environment import utc_now
 from profiler.timing import Protocol, Runner, measure_in_passes
 from profiler.vit import VitConfig
@@ -92,6 +93,13 @@ def _stats(errors: np.ndarray) -> dict[str, float]:
     }
 
 
+def _signed_stats(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    return {
+        **_stats(ape(predicted, measured)),
+        "signed_median_pct": round(float(np.median(100 * (predicted - measured) / measured)), 3),
+    }
+
+
 def _per_block(run: Runner, stack: int) -> Runner:
     return run if stack == 1 else lambda iterations: run(iterations) / stack
 
@@ -105,12 +113,19 @@ def validate_table_file(
     seed: int = 1,
     protocol: Protocol | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Time random off-grid blocks and models, write the error figures into the table, return them."""
+    """Time random off-grid blocks and models, write the error figures into the table, return them.
+
+    Figures are given for the raw parts and, where the table is calibrated, for the calibrated answers the server
+    gives (`calibrated`); the measured models are kept so `profiler calibrate` can fit on them.
+    """
     path = Path(path)
     doc = read_table(path)
-    table = LatencyTable(doc, path.stem)
+    table = LatencyTable(doc, path.stem, calibrated=False)
+    calibrated = LatencyTable(doc, path.stem) if doc.get("calibration") else None
     backend = backend_for_table(doc)
+    ensure_same_device(doc, backend, force, action="validate")
     workload = workload_for_table(doc)
     protocol = protocol or Protocol.from_dict(doc["protocol"])
     rng = random.Random(seed)
@@ -138,6 +153,12 @@ def validate_table_file(
     second = np.array(values[points + models :])
     predicted = table.block_latency(blocks)
     predicted_models = np.array([table.model_latency(m) for m in model_dims])
+    calibrated_figures: dict[str, Any] = {}
+    if calibrated is not None:
+        calibrated_figures["calibrated"] = _signed_stats(calibrated.block_latency(blocks), measured)
+        if models:
+            cal_models = np.array([calibrated.model_latency(m) for m in model_dims])
+            calibrated_figures["models_calibrated"] = _signed_stats(cal_models, measured_models)
     noise = ape(second, measured[retest_idx])
     result: dict[str, Any] = {
         "created": utc_now(),
@@ -157,12 +178,13 @@ def validate_table_file(
         if models
         else None,
         "signed_median_pct": round(float(np.median(100 * (predicted - measured) / measured)), 3),
+        **calibrated_figures,
         "block_stack": stack,
         "lattice": LATTICE,
         "seed": seed,
         "measurements": count,
         "wall_s": round(time.perf_counter() - started, 1),
-        "device": backend.environment()["device"].get("name"),
+        "device": backend.environment()["device"]["name"],
         "blocks": [
             {**b.as_dict(), "measured_ms": round(float(m), 5), "predicted_ms": round(float(p), 5)}
             for b, m, p in zip(blocks, measured, predicted, strict=True)
@@ -180,18 +202,45 @@ def validate_table_file(
     return result
 
 
-def measure_configs(path: str | Path, configs: list[Mapping[str, int]], progress: bool = False) -> list[float]:
+def measure_configs(
+    path: str | Path, configs: list[Mapping[str, int]], progress: bool = False, force: bool = False
+) -> list[float]:
     """Time blocks with exactly the table's backend, batch, tokens, precision and threads (median ms each)."""
     doc = read_table(path)
-    backend = backend_for_table(doc)
-    workload = workload_for_table(doc)
-    protocol = Protocol.from_dict(doc["protocol"])
-    here = backend.environment()["device"].get("name")
-    if here != doc["device"].get("name"):
-        print(f"warning: table was profiled on {doc['device'].get('name')!r}, this is {here!r}", file=sys.stderr)
     blocks = [BlockDims.from_mapping(c) for c in configs]
     stack = block_stack(doc)
-    jobs = [lambda b=b: _per_block(backend.prepare(*build_block(b, workload, stack=stack)), stack) for b in blocks]
+    return _measure_jobs(
+        doc, lambda backend, workload: [
+            lambda b=b: _per_block(backend.prepare(*build_block(b, workload, stack=stack)), stack) for b in blocks
+        ], progress, force,
+    )  # fmt: skip
+
+
+def measure_models(
+    path: str | Path, models: list[Mapping[str, Any]], progress: bool = False, force: bool = False
+) -> list[float]:
+    """Time whole models (the stem and head the table has around the blocks) with exactly the table's settings."""
+    doc = read_table(path)
+    try:
+        dims = [ModelDims.from_dict(m) for m in models]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f'models must be a list of {{"emb": E, "blocks": [{{"heads","qk","v","mlp"}}, ...]}}: {exc!r}'
+        ) from None
+    return _measure_jobs(
+        doc, lambda backend, workload: [lambda m=m: backend.prepare(*build_model(m, workload)) for m in dims],
+        progress, force,
+    )  # fmt: skip
+
+
+def _measure_jobs(doc: Mapping[str, Any], make_jobs, progress: bool, force: bool) -> list[float]:
+    backend = backend_for_table(doc)
+    mismatches = ensure_same_device(doc, backend, force, action="measure")
+    for line in mismatches:
+        print(f"warning (--force): {line}", file=sys.stderr)
+    workload = workload_for_table(doc)
+    protocol = Protocol.from_dict(doc["protocol"])
+    jobs = make_jobs(backend, workload)
     with tqdm(total=len(jobs) * max(1, protocol.passes), desc="measure", disable=not progress, file=sys.stderr) as bar:
         values, _ = measure_in_passes(jobs, protocol, random.Random(0), on_measured=lambda: bar.update(1))
     return values

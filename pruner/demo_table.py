@@ -2,7 +2,7 @@
 
 The grid covers the demo model's dims down to small widths (175 cells: the three block parts plus stem and head),
 timed with the profiler's own Sweep and protocol on torch-cpu with 1 thread, validated on a few random off-grid
-blocks and models, and uploaded through the client.
+blocks and whole models, calibrated on those models, and uploaded through the client.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from lut_server.dims import ModelDims
 from lut_server.table_format import read_table
 from profiler.backends import Backend, create_backend
 from profiler.backends.glibc_malloc import default_allocator
+from profiler.calibrate import calibrate_table
 from profiler.grids import DEFAULT_PARTS, GridSpec
 from profiler.sweep import Sweep, SweepMismatch
 from profiler.timing import Protocol
@@ -40,6 +41,8 @@ DEMO_PROTOCOL = Protocol(warmup_s=0.2, min_repeats=15, min_duration_s=0.5, max_r
 DEMO_BATCH = 64
 """Inference batch of the demo's latency: large enough that latency is compute-bound and scales with the widths
 (at batch 1 this small model is dominated by per-operator overhead and barely gets faster when pruned)."""
+DEMO_CALIBRATION_MODELS = 12
+"""Whole 4-block models timed by validation and fitted by the calibration (the parts' sum is not the model)."""
 DEMO_BACKEND = "torch-cpu"
 DEMO_THREADS = 1
 DEMO_OPTIONS = {"allocator": default_allocator()}
@@ -83,7 +86,9 @@ def profile_demo_table(path: Path, config: VitConfig, progress: bool = True) -> 
         sweep = Sweep(path, backend, workload, DEMO_GRID, DEMO_PROTOCOL, seed=0)
     sweep.run(progress=progress)
     if read_table(path).get("validation") is None:
-        validate_table_file(path, points=24, models=6, depth=4, retest=8, progress=progress)
+        validate_table_file(path, points=24, models=DEMO_CALIBRATION_MODELS, depth=4, retest=8, progress=progress)
+    if read_table(path).get("calibration") is None:
+        calibrate_table(path)
     return read_table(path)
 
 

@@ -48,4 +48,7 @@ def test_backend_options_are_checked_and_recorded():
         create_backend("torch-cpu", "fp32", 1, cuda_graphs=True)
     backend = create_backend("torch-cpu", "fp32", 1, allocator="system")
     assert backend.settings()["options"] == {"allocator": "system"}
-    assert backend.environment()["device"]["recorded"]["malloc"] in ("system", "steady")  # process-wide: depends on earlier tests
+    assert backend.environment()["device"]["recorded"]["malloc"] in (
+        "system",
+        "steady",
+    )  # process-wide: depends on earlier tests

@@ -1,0 +1,70 @@
+"""`python -m profiler calibrate TABLE`: fit the table's whole-model correction to the models validation timed.
+
+The fit itself (forms, ridge, leave-one-out choice) lives in `lut_server/calibration.py`, next to the reader that
+applies it, so the server and the local `LatencyTable` answer with the same correction. The models it is fitted on
+are stored with it, so a later validation (which replaces the validation's model list) does not lose them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lut_server.calibration import CalibrationRow, fit_calibration
+from lut_server.dims import ModelDims
+from lut_server.latency_table import LatencyTable
+from lut_server.table_format import read_table, write_table
+from profiler.environment import utc_now
+
+
+def calibration_rows(table: LatencyTable, points: list[Mapping[str, Any]]) -> list[CalibrationRow]:
+    rows = []
+    for point in points:
+        dims = ModelDims.from_dict(point["dims"])
+        rows.append(CalibrationRow(table.raw_part_sums(dims), dims.depth, float(point["measured_ms"])))
+    return rows
+
+
+def model_points(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The measured models to fit on: those of the latest validation, else those the current fit used."""
+    validation = doc.get("validation") or {}
+    points = validation.get("model_points") or ((doc.get("calibration") or {}).get("fitted") or {}).get("points")
+    if not points:
+        raise ValueError(
+            "the table has no measured whole models to calibrate on: run `python -m profiler validate TABLE` "
+            "(with --models > 0) first"
+        )
+    return [{"dims": p["dims"], "measured_ms": p["measured_ms"]} for p in points]
+
+
+def calibrate_table(path: str | Path) -> dict[str, Any]:
+    """Fit, store the calibration beside the untouched raw medians, return it."""
+    path = Path(path)
+    doc = read_table(path)
+    points = model_points(doc)
+    raw = LatencyTable(doc, path.stem, calibrated=False)
+    calibration = fit_calibration(calibration_rows(raw, points))
+    calibration["fitted"] = {
+        "created": utc_now(),
+        "models": len(points),
+        "validation_created": (doc.get("validation") or {}).get("created"),
+        "points": points,
+    }
+    doc["calibration"] = calibration
+    write_table(path, doc)
+    return calibration
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("calibrate", help="fit a whole-model correction to the models validation measured")
+    p.add_argument("table", type=Path)
+    p.set_defaults(handler=_cmd_calibrate)
+
+
+def _cmd_calibrate(args: Any) -> int:
+    calibration = calibrate_table(args.table)
+    shown = {k: v for k, v in calibration.items() if k != "fitted"}
+    print(json.dumps(shown | {"models": calibration["fitted"]["models"]}, indent=1))
+    return 0

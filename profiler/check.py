@@ -1,0 +1,187 @@
+"""`python -m profiler check TABLE`: does this table hold on the machine in front of the user?
+
+Two questions, in a minute. Is this the table's device and software (the fingerprint's `match` fields, every
+differing field named)? And has the machine drifted since the table was measured? For the second, the table's
+reference configuration and K grid combinations are re-timed exactly as the sweep timed them (two blocks of a
+combination inside the stem-to-head pipeline, stage by stage, with the table's protocol) and compared with the
+table's raw cells, which hold no interpolation error; each is timed in two shuffled passes, and the passes'
+disagreement is the noise the drift is judged against.
+
+Exit codes: 0 `holds`, 3 `stale` (same device, drifted beyond noise), 4 `different` (device or software differs).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+from lut_server.dims import BlockDims
+from lut_server.table_format import part_median, read_table
+from profiler.fingerprint import fingerprint_mismatches, flatten
+from profiler.sweep import combo_dims, plan_combos, spec_of
+from profiler.timing import Protocol, measure
+from profiler.validate import backend_for_table, workload_for_table
+from profiler.workload import BLOCK_STAGES, build_pipeline
+
+EXIT_CODES: dict[str, int] = {"holds": 0, "stale": 3, "different": 4}
+DRIFT_FLOOR_PCT = 3.0
+"""Drift below this never makes a table stale: it is within the accuracy bar a table is validated against."""
+NOISE_MULTIPLE = 2.0
+
+
+@dataclass(frozen=True)
+class CheckPoint:
+    dims: BlockDims
+    predicted_ms: float
+    passes_ms: tuple[float, ...]
+
+    @property
+    def measured_ms(self) -> float:
+        return float(np.mean(self.passes_ms))
+
+    @property
+    def drift_pct(self) -> float:
+        return 100.0 * (self.measured_ms - self.predicted_ms) / self.predicted_ms
+
+    @property
+    def noise_pct(self) -> float:
+        return 100.0 * (max(self.passes_ms) - min(self.passes_ms)) / self.measured_ms
+
+
+def _cell_index(grid: Mapping[str, list[int]], axes: tuple[str, ...], dims: BlockDims) -> tuple[int, ...]:
+    return tuple(grid[axis].index(getattr(dims, axis)) for axis in axes)
+
+
+def predicted_pair_ms(doc: Mapping[str, Any], dims: BlockDims) -> float:
+    """Two blocks of `dims` between the stem and the head, from the table's raw cells (dims on the grid)."""
+    grid = doc["grid"]
+    parts = doc["parts"]
+    total = 0.0
+    for name in BLOCK_STAGES:
+        axes = tuple(parts[name]["axes"])
+        total += 2 * float(part_median(doc, name)[_cell_index(grid, axes, dims)])
+    for name in ("stem", "head"):
+        if name in parts:
+            total += float(part_median(doc, name)[grid["emb"].index(dims.emb)])
+    return total
+
+
+def check_points(doc: Mapping[str, Any], count: int, seed: int) -> list[BlockDims]:
+    """The reference configuration, then `count` grid combinations as the sweep ran them."""
+    spec = spec_of(doc)
+    reference = BlockDims(**doc["sweep"]["reference"]["dims"])
+    combos = plan_combos(spec)
+    picked = random.Random(seed).sample(combos, min(count, len(combos)))
+    return [reference, *(combo_dims(spec, c) for c in picked)]
+
+
+def time_points(doc: Mapping[str, Any], points: list[BlockDims], passes: int, seed: int) -> list[CheckPoint]:
+    backend = backend_for_table(doc)
+    workload = workload_for_table(doc)
+    protocol = Protocol.from_dict(doc["protocol"])
+    with_model = bool({"stem", "head"} & set(doc["parts"]))
+    timed: list[list[float]] = [[] for _ in points]
+    order = list(range(len(points)))
+    rng = random.Random(seed)
+    for _ in range(passes):
+        rng.shuffle(order)
+        for i in order:
+            _, stages, inputs = build_pipeline([points[i], points[i]], workload, with_model)
+            timed[i].append(measure(backend.prepare_pipeline(stages, inputs), protocol).median_ms)
+    return [CheckPoint(p, predicted_pair_ms(doc, p), tuple(t)) for p, t in zip(points, timed, strict=True)]
+
+
+def verdict_of(mismatches: list[str], drift_pct: float, noise_pct: float) -> str:
+    if mismatches:
+        return "different"
+    return "stale" if abs(drift_pct) > max(DRIFT_FLOOR_PCT, NOISE_MULTIPLE * noise_pct) else "holds"
+
+
+def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 2) -> dict[str, Any]:
+    """The fingerprint comparison, and (on the table's device) the drift of re-timed points; see the module doc."""
+    doc = read_table(path)
+    backend = backend_for_table(doc)
+    here = backend.environment()
+    mismatches = fingerprint_mismatches(doc, here)
+    result: dict[str, Any] = {
+        "table": Path(path).name,
+        "device_match": not mismatches,
+        "mismatches": mismatches,
+        "device": {"table": doc["device"].get("name"), "here": here["device"]["name"]},
+        "fingerprint": {"device": here["device"].get("match"), "software": here["software"].get("match")},
+        "drift_pct": None,
+        "noise_pct": None,
+        "points": [],
+    }
+    if not mismatches:
+        timed = time_points(doc, check_points(doc, points, seed), passes, seed)
+        result["drift_pct"] = round(float(median(p.drift_pct for p in timed)), 3)
+        result["noise_pct"] = round(float(median(p.noise_pct for p in timed)), 3)
+        result["threshold_pct"] = round(max(DRIFT_FLOOR_PCT, NOISE_MULTIPLE * result["noise_pct"]), 3)
+        result["points"] = [
+            {
+                **p.dims.as_dict(),
+                "stack": 2,
+                "predicted_ms": round(p.predicted_ms, 5),
+                "measured_ms": round(p.measured_ms, 5),
+                "drift_pct": round(p.drift_pct, 3),
+                "noise_pct": round(p.noise_pct, 3),
+            }
+            for p in timed
+        ]
+        series = doc["sweep"]["reference"].get("series") or []
+        if series:
+            then = float(series[-1]["median_ms"])
+            result["reference_drift_pct"] = round(100.0 * (timed[0].measured_ms - then) / then, 3)
+    result["verdict"] = verdict_of(mismatches, result["drift_pct"] or 0.0, result["noise_pct"] or 0.0)
+    result["exit_code"] = EXIT_CODES[result["verdict"]]
+    return result
+
+
+def format_report(result: Mapping[str, Any]) -> str:
+    lines = [f"table   {result['table']}: {result['device']['table']}", f"here    {result['device']['here']}"]
+    for section, match in result["fingerprint"].items():
+        flat = flatten(match or {})
+        shown = {k: v for k, v in flat.items() if v not in (False, None, {})}
+        lines.append(f"{section:7s} " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    for line in result["mismatches"]:
+        lines.append(f"DIFFERS {line}")
+    for p in result["points"]:
+        dims = "/".join(str(p[a]) for a in ("emb", "heads", "qk", "v", "mlp"))
+        lines.append(
+            f"point   {dims:>22s}  table {p['predicted_ms']:9.4f} ms  here {p['measured_ms']:9.4f} ms  "
+            f"drift {p['drift_pct']:+6.2f}%  noise {p['noise_pct']:5.2f}%"
+        )
+    if result["drift_pct"] is not None:
+        lines.append(
+            f"drift   {result['drift_pct']:+.2f}% (median of {len(result['points'])} points), noise "
+            f"{result['noise_pct']:.2f}%, threshold ±{result['threshold_pct']:.2f}%"
+        )
+    lines.append(f"verdict {result['verdict']} (exit {result['exit_code']})")
+    return "\n".join(lines)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("check", help="does this table hold on this machine? (exit 0 holds, 3 stale, 4 different)")
+    p.add_argument("table", type=Path)
+    p.add_argument("--points", type=int, default=6, help="grid combinations re-timed besides the reference")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_cmd_check)
+
+
+def _cmd_check(args: Any) -> int:
+    import json
+
+    if args.points < 0:
+        raise ValueError(f"--points must be >= 0, got {args.points}")
+    result = check_table(args.table, points=args.points, seed=args.seed)
+    print(json.dumps(result, indent=1) if args.json else format_report(result), file=sys.stdout)
+    return result["exit_code"]

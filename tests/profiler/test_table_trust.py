@@ -1,0 +1,138 @@
+"""`check`, `measure --models`, `calibrate` and `profile --from` on a tiny table profiled here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lut_server.latency_table import LatencyTable
+from lut_server.table_format import read_table, write_table
+from lut_server.table_identity import content_hash
+
+GRID = {"emb": [16, 32], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [16, 32]}
+
+
+def run_profiler(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "profiler", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trust")
+    grid_file = root / "grid.json"
+    grid_file.write_text(json.dumps({"grid": GRID}))
+    out = root / "tiny.json"
+    done = run_profiler("profile", "--grid", grid_file, "--out", out, "--tokens", "17", "--quick", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def copy_with(src: Path, dst: Path, change) -> Path:
+    doc = read_table(src)
+    change(doc)
+    write_table(dst, doc)
+    return dst
+
+
+@pytest.mark.slow
+def test_check_reports_fingerprint_and_drift_on_the_tables_device(tiny_table):
+    done = run_profiler("check", tiny_table, "--points", "2", "--json")
+    result = json.loads(done.stdout)
+    assert done.returncode == {"holds": 0, "stale": 3}[result["verdict"]]
+    assert result["device_match"] is True and result["mismatches"] == []
+    assert result["fingerprint"]["device"]["cpu"]["isa"]  # the fingerprint is shown
+    assert len(result["points"]) == 3  # the reference and two grid combinations
+    assert abs(result["drift_pct"]) < 30  # the same machine minutes later: predictions are the table's own cells
+
+
+@pytest.mark.slow
+def test_a_table_made_slower_is_stale(tiny_table, tmp_path):
+    def slower(doc):
+        for part in doc["parts"].values():
+            part["median_ms"] = (np.array(part["median_ms"]) * 1.6).tolist()
+
+    done = run_profiler("check", copy_with(tiny_table, tmp_path / "slow.json", slower), "--points", "2", "--json")
+    result = json.loads(done.stdout)
+    assert (done.returncode, result["verdict"]) == (3, "stale")
+    assert result["drift_pct"] < -20  # measured ~1/1.6 of the table: about -37%
+
+
+@pytest.mark.slow
+def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(tiny_table, tmp_path):
+    def flip(doc):
+        isa = doc["device"]["match"]["cpu"]["isa"]
+        isa["avx2"] = not isa["avx2"]
+
+    other = copy_with(tiny_table, tmp_path / "other.json", flip)
+    done = run_profiler("check", other)
+    assert done.returncode == 4
+    assert "device.cpu.isa.avx2: table" in done.stdout and "verdict different" in done.stdout
+
+    configs = tmp_path / "configs.json"
+    configs.write_text(json.dumps([{"emb": 24, "heads": 2, "qk": 8, "v": 16, "mlp": 24}]))
+    refused = run_profiler("measure", "--table", other, "--configs", configs)
+    assert refused.returncode == 4 and "device.cpu.isa.avx2" in refused.stderr and "--force" in refused.stderr
+    forced = run_profiler("measure", "--table", other, "--configs", configs, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert len(json.loads(forced.stdout)["latency_ms"]) == 1
+
+
+@pytest.mark.slow
+def test_measure_models_times_whole_models_with_stem_and_head(tiny_table, tmp_path):
+    models = tmp_path / "models.json"
+    block = {"heads": 2, "qk": 16, "v": 16, "mlp": 32}
+    models.write_text(json.dumps([{"emb": 32, "blocks": [block]}, {"emb": 32, "blocks": [block] * 6}]))
+    done = run_profiler("measure", "--table", tiny_table, "--models", models, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    one, six = json.loads(done.stdout)["latency_ms"]
+    assert six > 2.5 * one  # six blocks cost more than one (stem and head are shared)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"emb": 32}]))
+    refused = run_profiler("measure", "--table", tiny_table, "--models", bad)
+    assert refused.returncode == 2 and "blocks" in refused.stderr
+
+
+@pytest.mark.slow
+def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_table, tmp_path):
+    table = copy_with(tiny_table, tmp_path / "cal.json", lambda doc: None)
+    validated = run_profiler("validate", table, "--points", "4", "--models", "8", "--depth", "3", "--retest", "2",
+                             "--quick", "--no-progress")  # fmt: skip
+    assert validated.returncode == 0, validated.stderr
+    calibrated = run_profiler("calibrate", table)
+    assert calibrated.returncode == 0, calibrated.stderr
+    doc = read_table(table)
+    assert doc["calibration"]["fitted"]["models"] == 8
+    assert doc["calibration"]["form"] in ("none", "scale", "parts", "parts+constants")
+    assert LatencyTable(doc, "cal").summary()["calibration"]["after"] == doc["calibration"]["after"]
+    again = run_profiler("validate", table, "--points", "4", "--models", "6", "--depth", "3", "--retest", "2",
+                         "--quick", "--no-progress", "--seed", "5")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert set(report["models_calibrated"]) >= {"median_ape_pct", "p95_ape_pct", "signed_median_pct"}
+    assert "calibrated" in report
+
+
+@pytest.mark.slow
+def test_profile_from_builds_a_table_here_from_a_few_runs(tiny_table, tmp_path):
+    out = tmp_path / "moved.json"
+    done = run_profiler("profile", "--from", tiny_table, "--budget", "3", "--out", out, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    source, moved = read_table(tiny_table), read_table(out)
+    assert moved["complete"] is True
+    assert moved["workload"] == source["workload"] and moved["grid"] == source["grid"]
+    origin = moved["sweep"]["derived_from"]
+    assert origin["table_id"] == "tiny" and origin["content_hash"] == content_hash(source) and origin["budget"] == 3
+    assert moved["sweep"]["units_done"] == 6  # two blocks a run
+    assert moved["device"]["match"] == source["device"]["match"]
+    LatencyTable(moved, "moved").block_latency(np.array([[24.0, 2, 12, 12, 24]]))  # it serves
+    again = run_profiler("profile", "--from", tiny_table, "--budget", "3", "--out", out)
+    assert again.returncode == 2 and "exists" in again.stderr
+    mixed = run_profiler("profile", "--from", tiny_table, "--batch", "4", "--out", tmp_path / "x.json")
+    assert mixed.returncode == 2 and "--batch" in mixed.stderr

@@ -1,0 +1,95 @@
+"""Whole-model calibration recovers a known bias injected into synthetic measurements and is applied on reading."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from lut_server.calibration import CalibrationRow, Correction, fit_calibration, fit_form
+from lut_server.dims import BlockWidths, ModelDims
+from lut_server.latency_table import LatencyTable
+from tests.table.table_factory import SMALL_GRID, make_table
+
+TRUE_FACTORS = {"attn_qk": 1.25, "attn_v": 0.9, "mlp": 1.1, "stem": 1.0, "head": 1.0}
+TRUE_MODEL_MS = 0.8
+
+
+def random_models(count: int, depth: int, seed: int) -> list[ModelDims]:
+    rng = random.Random(seed)
+    g = SMALL_GRID
+    models = []
+    for _ in range(count):
+        emb = rng.randint(g["emb"][0], g["emb"][-1])
+        blocks = tuple(
+            BlockWidths(
+                rng.randint(1, g["heads"][-1]),
+                rng.randint(g["qk"][0], g["qk"][-1]),
+                rng.randint(g["v"][0], g["v"][-1]),
+                rng.randint(g["mlp"][0], g["mlp"][-1]),
+            )
+            for _ in range(depth)
+        )
+        models.append(ModelDims(emb, blocks))
+    return models
+
+
+def biased_rows(table: LatencyTable, models: list[ModelDims], noise: float, seed: int) -> list[CalibrationRow]:
+    rng = np.random.default_rng(seed)
+    truth = Correction(TRUE_FACTORS, model_ms=TRUE_MODEL_MS)
+    rows = []
+    for model in models:
+        parts = table.raw_part_sums(model)
+        exact = truth.predict(CalibrationRow(parts, model.depth, 1.0))
+        rows.append(CalibrationRow(parts, model.depth, exact * (1 + noise * rng.standard_normal())))
+    return rows
+
+
+def test_fit_recovers_injected_part_factors_and_constant():
+    table = LatencyTable(make_table(), "synthetic", calibrated=False)
+    rows = biased_rows(table, random_models(40, 12, seed=0), noise=0.0, seed=0)
+    correction = fit_form("parts+constants", sorted(TRUE_FACTORS), rows, ridge=1e-6)
+    for part, factor in TRUE_FACTORS.items():
+        assert correction.factors[part] == pytest.approx(factor, rel=0.02), part
+    assert correction.model_ms == pytest.approx(TRUE_MODEL_MS, rel=0.05)
+
+
+def test_calibration_is_chosen_by_cross_validation_and_beats_the_raw_table_on_unseen_models():
+    table = LatencyTable(make_table(), "synthetic", calibrated=False)
+    rows = biased_rows(table, random_models(24, 12, seed=1), noise=0.005, seed=1)
+    calibration = fit_calibration(rows)
+    assert calibration["form"] in ("parts", "parts+constants")
+    assert calibration["before"]["median_ape_pct"] > 5.0  # the injected bias
+    assert calibration["after"]["median_ape_pct"] < 1.5  # leave-one-out: models the fit did not see
+
+    doc = make_table() | {"calibration": calibration}
+    calibrated, raw = LatencyTable(doc, "cal"), LatencyTable(doc, "cal", calibrated=False)
+    unseen = random_models(20, 12, seed=2)
+    truth = Correction(TRUE_FACTORS, model_ms=TRUE_MODEL_MS)
+    exact = np.array([truth.predict(CalibrationRow(raw.raw_part_sums(m), m.depth, 1.0)) for m in unseen])
+    served = np.array([calibrated.model_latency(m) for m in unseen])
+    unserved = np.array([raw.model_latency(m) for m in unseen])
+    assert np.median(np.abs(served - exact) / exact) < 0.01
+    assert np.median(np.abs(unserved - exact) / exact) > 0.05
+    summary = calibrated.summary()["calibration"]
+    assert summary["form"] == calibration["form"] and summary["after"] == calibration["after"]
+    assert raw.summary()["calibration"] is None
+
+
+def test_group_deltas_scale_with_the_part_factor_and_constants_cancel():
+    table = LatencyTable(make_table(), "synthetic", calibrated=False)
+    calibration = {"factors": {"mlp": 2.0}, "block_ms": 0.3, "model_ms": 5.0}
+    calibrated = LatencyTable(make_table() | {"calibration": calibration}, "cal")
+    model = ModelDims.uniform(128, 4, heads=2, qk=16, v=16, mlp=256)
+    raw_deltas, cal_deltas = table.deltas(model), calibrated.deltas(model)
+    for raw_block, cal_block in zip(raw_deltas.blocks, cal_deltas.blocks, strict=True):
+        assert cal_block["mlp"] == pytest.approx(2.0 * raw_block["mlp"])
+        assert cal_block["heads"] == pytest.approx(raw_block["heads"])
+    assert cal_deltas.total_ms == pytest.approx(calibrated.model_latency(model))
+
+
+def test_too_few_models_is_a_clear_error():
+    table = LatencyTable(make_table(), "synthetic", calibrated=False)
+    with pytest.raises(ValueError, match="at least 6 measured models"):
+        fit_calibration(biased_rows(table, random_models(3, 12, seed=3), noise=0.0, seed=3))
