@@ -28,7 +28,10 @@ def calibration_rows(table: LatencyTable, points: list[Mapping[str, Any]]) -> li
 
 
 def model_points(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The measured models to fit on: those of the latest validation, else those the current fit used."""
+    """The measured models to fit on: those of the latest validation, else those the current fit used.
+
+    Where validation tracked the machine's level, the level-normalised latencies are used, so the correction fits
+    the table's structure rather than whether the machine was fast or slow in the minutes of that validation."""
     validation = doc.get("validation") or {}
     points = validation.get("model_points") or ((doc.get("calibration") or {}).get("fitted") or {}).get("points")
     if not points:
@@ -36,7 +39,7 @@ def model_points(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
             "the table has no measured whole models to calibrate on: run `python -m profiler validate TABLE` "
             "(with --models > 0) first"
         )
-    return [{"dims": p["dims"], "measured_ms": p["measured_ms"]} for p in points]
+    return [{"dims": p["dims"], "measured_ms": p.get("level_normalised_ms", p["measured_ms"])} for p in points]
 
 
 def calibrate_table(path: str | Path) -> dict[str, Any]:

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from lut_server.dims import BlockDims
-from lut_server.table_format import part_median, read_table
+from lut_server.table_format import read_table
 from profiler.fingerprint import fingerprint_mismatches, flatten
+from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
 from profiler.timing import Protocol, measure
 from profiler.validate import backend_for_table, workload_for_table
-from profiler.workload import BLOCK_STAGES, build_pipeline
+from profiler.workload import build_pipeline
 
 EXIT_CODES: dict[str, int] = {"holds": 0, "stale": 3, "different": 4}
 DRIFT_FLOOR_PCT = 3.0
@@ -53,24 +54,6 @@ class CheckPoint:
     @property
     def noise_pct(self) -> float:
         return 100.0 * (max(self.passes_ms) - min(self.passes_ms)) / self.measured_ms
-
-
-def _cell_index(grid: Mapping[str, list[int]], axes: tuple[str, ...], dims: BlockDims) -> tuple[int, ...]:
-    return tuple(grid[axis].index(getattr(dims, axis)) for axis in axes)
-
-
-def predicted_pair_ms(doc: Mapping[str, Any], dims: BlockDims) -> float:
-    """Two blocks of `dims` between the stem and the head, from the table's raw cells (dims on the grid)."""
-    grid = doc["grid"]
-    parts = doc["parts"]
-    total = 0.0
-    for name in BLOCK_STAGES:
-        axes = tuple(parts[name]["axes"])
-        total += 2 * float(part_median(doc, name)[_cell_index(grid, axes, dims)])
-    for name in ("stem", "head"):
-        if name in parts:
-            total += float(part_median(doc, name)[grid["emb"].index(dims.emb)])
-    return total
 
 
 def check_points(doc: Mapping[str, Any], count: int, seed: int) -> list[BlockDims]:

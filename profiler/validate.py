@@ -25,6 +25,7 @@ from lut_server.table_format import read_table, write_table
 from profiler.backends import Backend, create_backend
 from profiler.device_match import ensure_same_device
 from profiler.environment import utc_now
+from profiler.machine_level import has_reference, measure_tracking_level, predicted_pair_ms, reference_runner
 from profiler.timing import Protocol, Runner, measure_in_passes
 from profiler.vit import VitConfig
 from profiler.workload import Workload, build_block, build_model
@@ -93,6 +94,10 @@ def _stats(errors: np.ndarray) -> dict[str, float]:
     }
 
 
+def _level_normalised(normalised: np.ndarray | None, index: int, digits: int) -> dict[str, float]:
+    return {} if normalised is None else {"level_normalised_ms": round(float(normalised[index]), digits)}
+
+
 def _signed_stats(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     return {
         **_stats(ape(predicted, measured)),
@@ -144,13 +149,22 @@ def validate_table_file(
     passes = max(1, protocol.passes)
     bar = tqdm(total=len(jobs) * passes, desc=f"validate {path.name}", unit="run", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+    levelled = None
     try:
-        values, count = measure_in_passes(jobs, protocol, rng, on_measured=lambda: bar.update(1))
+        if has_reference(doc):
+            reference_ms = predicted_pair_ms(doc, BlockDims(**doc["sweep"]["reference"]["dims"]))
+            levelled = measure_tracking_level(
+                jobs, reference_runner(doc, backend, workload), reference_ms, protocol, rng, lambda: bar.update(1)
+            )
+            values, count = levelled.raw(), levelled.count
+        else:
+            values, count = measure_in_passes(jobs, protocol, rng, on_measured=lambda: bar.update(1))
     finally:
         bar.close()
     measured = np.array(values[:points])
     measured_models = np.array(values[points : points + models])
     second = np.array(values[points + models :])
+    normalised = np.array(levelled.normalised()) if levelled else None
     predicted = table.block_latency(blocks)
     predicted_models = np.array([table.model_latency(m) for m in model_dims])
     calibrated_figures: dict[str, Any] = {}
@@ -159,6 +173,19 @@ def validate_table_file(
         if models:
             cal_models = np.array([calibrated.model_latency(m) for m in model_dims])
             calibrated_figures["models_calibrated"] = _signed_stats(cal_models, measured_models)
+    level_figures: dict[str, Any] = {}
+    if levelled is not None and normalised is not None:
+        blocks_n, models_n = normalised[:points], normalised[points : points + models]
+        level_figures["level"] = {**levelled.level_stats(), "reference_ms": round(reference_ms, 5)}
+        figures = {"blocks": _signed_stats(predicted, blocks_n)}
+        if models:
+            figures["models"] = _signed_stats(predicted_models, models_n)
+        if calibrated is not None:
+            figures["blocks_calibrated"] = _signed_stats(calibrated.block_latency(blocks), blocks_n)
+            if models:
+                cal_models = np.array([calibrated.model_latency(m) for m in model_dims])
+                figures["models_calibrated"] = _signed_stats(cal_models, models_n)
+        level_figures["level_normalised"] = figures
     noise = ape(second, measured[retest_idx])
     result: dict[str, Any] = {
         "created": utc_now(),
@@ -179,6 +206,7 @@ def validate_table_file(
         else None,
         "signed_median_pct": round(float(np.median(100 * (predicted - measured) / measured)), 3),
         **calibrated_figures,
+        **level_figures,
         "block_stack": stack,
         "lattice": LATTICE,
         "seed": seed,
@@ -187,11 +215,13 @@ def validate_table_file(
         "device": backend.environment()["device"]["name"],
         "blocks": [
             {**b.as_dict(), "measured_ms": round(float(m), 5), "predicted_ms": round(float(p), 5)}
-            for b, m, p in zip(blocks, measured, predicted, strict=True)
+            | _level_normalised(normalised, i, 5)
+            for i, (b, m, p) in enumerate(zip(blocks, measured, predicted, strict=True))
         ],
         "model_points": [
             {"dims": md.as_dict(), "measured_ms": round(float(m), 4), "predicted_ms": round(float(p), 4)}
-            for md, m, p in zip(model_dims, measured_models, predicted_models, strict=True)
+            | _level_normalised(normalised, points + i, 4)
+            for i, (md, m, p) in enumerate(zip(model_dims, measured_models, predicted_models, strict=True))
         ],
     }
     bound = max(3.0, 1.5 * result["retest_noise_pct"])

@@ -1,0 +1,148 @@
+"""The machine's speed level while measuring, from a reference configuration re-timed between the measurements.
+
+A shared VM changes speed by several percent over minutes (its sweep's reference re-times wander that much). A
+measurement taken in a slow minute compared with a table profiled in a fast one mixes two things: the table's
+error and the machine's drift. Re-timing the table's reference configuration (two reference blocks between stem
+and head, exactly as the sweep ran it) every few measurements gives the level at each moment — measured reference
+over the table's own cells for it — and dividing a measurement by the level around it separates the two. Both
+figures are reported; `profiler check` reports the drift itself.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lut_server.dims import BlockDims
+from lut_server.table_format import part_median
+from profiler.backends import Backend
+from profiler.timing import Protocol, Runner, combine_passes, measure, passes_disagree
+from profiler.workload import BLOCK_STAGES, Workload, build_pipeline
+
+REFERENCE_EVERY = 8
+"""Measurements between two re-times of the reference (about 10% more time for a level every few seconds)."""
+
+
+def _cell_index(grid: Mapping[str, list[int]], axes: list[str], dims: BlockDims) -> tuple[int, ...]:
+    return tuple(grid[axis].index(getattr(dims, axis)) for axis in axes)
+
+
+def predicted_pair_ms(doc: Mapping[str, Any], dims: BlockDims) -> float:
+    """Two blocks of `dims` (on the grid) between the stem and the head, from the table's raw cells."""
+    grid, parts = doc["grid"], doc["parts"]
+    total = 0.0
+    for name in BLOCK_STAGES:
+        total += 2 * float(part_median(doc, name)[_cell_index(grid, parts[name]["axes"], dims)])
+    for name in ("stem", "head"):
+        if name in parts:
+            total += float(part_median(doc, name)[grid["emb"].index(dims.emb)])
+    return total
+
+
+def reference_runner(doc: Mapping[str, Any], backend: Backend, workload: Workload) -> Callable[[], Runner]:
+    """A factory of the runner that times the table's reference pair the way its sweep did."""
+    reference = BlockDims(**doc["sweep"]["reference"]["dims"])
+    with_model = bool({"stem", "head"} & set(doc["parts"]))
+
+    def make() -> Runner:
+        _, stages, inputs = build_pipeline([reference, reference], workload, with_model)
+        return backend.prepare_pipeline(stages, inputs)
+
+    return make
+
+
+def has_reference(doc: Mapping[str, Any]) -> bool:
+    sweep = doc.get("sweep") or {}
+    dims = (sweep.get("reference") or {}).get("dims")
+    if not dims:
+        return False
+    try:
+        predicted_pair_ms(doc, BlockDims(**dims))
+    except (KeyError, ValueError, IndexError):
+        return False
+    return True
+
+
+@dataclass
+class LevelledMeasurements:
+    """Per job: its measurements (one per pass) and the machine level around each; the reference series."""
+
+    values: list[list[float]]
+    levels: list[list[float]]
+    series: list[dict[str, float]] = field(default_factory=list)
+    count: int = 0
+
+    def raw(self) -> list[float]:
+        return [combine_passes(v) for v in self.values]
+
+    def normalised(self) -> list[float]:
+        pairs = zip(self.values, self.levels, strict=True)
+        return [combine_passes([x / lv for x, lv in zip(v, lvs, strict=True)]) for v, lvs in pairs]
+
+    def level_stats(self) -> dict[str, float]:
+        levels = np.array([s["level"] for s in self.series])
+        return {
+            "median_pct": round(100.0 * (float(np.median(levels)) - 1.0), 3),
+            "min_pct": round(100.0 * (float(levels.min()) - 1.0), 3),
+            "max_pct": round(100.0 * (float(levels.max()) - 1.0), 3),
+            "reference_times": len(levels),
+        }
+
+
+def measure_tracking_level(
+    jobs: list[Callable[[], Runner]],
+    reference: Callable[[], Runner],
+    reference_ms: float,
+    protocol: Protocol,
+    rng: random.Random,
+    on_measured: Callable[[], None] = lambda: None,
+    every: int = REFERENCE_EVERY,
+) -> LevelledMeasurements:
+    """Like `timing.measure_in_passes` (shuffled passes, one more for jobs whose passes disagree), with the reference
+    re-timed before the first job, every `every` jobs and after the last; each job's level is the mean of the
+    reference levels just before and just after it."""
+    events: list[tuple[int, float]] = []  # (job index or -1 for the reference, median ms), in time order
+    count = 0
+
+    def time_once(make: Callable[[], Runner]) -> float:
+        nonlocal count
+        m = measure(make(), protocol)
+        count += m.attempts
+        return m.median_ms
+
+    def run_pass(indices: list[int]) -> None:
+        rng.shuffle(indices)
+        for k, i in enumerate(indices):
+            if k % every == 0:
+                events.append((-1, time_once(reference)))
+            events.append((i, time_once(jobs[i])))
+            on_measured()
+
+    values: list[list[float]] = [[] for _ in jobs]
+    for _ in range(max(1, protocol.passes)):
+        run_pass(list(range(len(jobs))))
+    if protocol.passes >= 2:
+        seen: list[list[float]] = [[] for _ in jobs]
+        for i, v in events:
+            if i >= 0:
+                seen[i].append(v)
+        run_pass([i for i, v in enumerate(seen) if passes_disagree(v, protocol.max_pass_gap)])
+    events.append((-1, time_once(reference)))
+
+    levels: list[list[float]] = [[] for _ in jobs]
+    reference_positions = [k for k, (i, _) in enumerate(events) if i < 0]
+    series = [
+        {"order": k, "median_ms": events[k][1], "level": events[k][1] / reference_ms} for k in reference_positions
+    ]
+    for k, (i, v) in enumerate(events):
+        if i < 0:
+            continue
+        before = max(p for p in reference_positions if p < k)
+        after = min(p for p in reference_positions if p > k)
+        values[i].append(v)
+        levels[i].append((events[before][1] + events[after][1]) / (2 * reference_ms))
+    return LevelledMeasurements(values, levels, series, count)
