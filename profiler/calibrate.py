@@ -1,4 +1,4 @@
-"""`python -m profiler calibrate TABLE`: fit the table's whole-model correction to the models validation timed.
+"""`python -m profiler calibrate TABLE`: fit the table's whole-model correction to the models validations timed.
 
 The fit itself (forms, ridge, leave-one-out choice) lives in `lut_server/calibration.py`, next to the reader that
 applies it, so the server and the local `LatencyTable` answer with the same correction. The models it is fitted on
@@ -28,18 +28,35 @@ def calibration_rows(table: LatencyTable, points: list[Mapping[str, Any]]) -> li
 
 
 def model_points(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The measured models to fit on: those of the latest validation, else those the current fit used.
+    """Every measured model the table holds: those the current fit used, plus the latest validation's when that
+    validation came after the fit (each validation draws new random models, so fits improve as they accumulate).
 
     Where validation tracked the machine's level, the level-normalised latencies are used, so the correction fits
     the table's structure rather than whether the machine was fast or slow in the minutes of that validation."""
     validation = doc.get("validation") or {}
-    points = validation.get("model_points") or ((doc.get("calibration") or {}).get("fitted") or {}).get("points")
+    fitted = (doc.get("calibration") or {}).get("fitted") or {}
+    points = list(fitted.get("points") or [])
+    used = set(fitted.get("validations") or [])
+    if validation.get("model_points") and validation.get("created") not in used:
+        points += [
+            {"dims": p["dims"], "measured_ms": p.get("level_normalised_ms", p["measured_ms"])}
+            for p in validation["model_points"]
+        ]
     if not points:
         raise ValueError(
             "the table has no measured whole models to calibrate on: run `python -m profiler validate TABLE` "
             "(with --models > 0) first"
         )
-    return [{"dims": p["dims"], "measured_ms": p.get("level_normalised_ms", p["measured_ms"])} for p in points]
+    return points
+
+
+def validations_used(doc: Mapping[str, Any]) -> list[str]:
+    fitted = (doc.get("calibration") or {}).get("fitted") or {}
+    used = list(fitted.get("validations") or [])
+    created = (doc.get("validation") or {}).get("created")
+    if (doc.get("validation") or {}).get("model_points") and created not in used:
+        used.append(created)
+    return used
 
 
 def calibrate_table(path: str | Path) -> dict[str, Any]:
@@ -52,7 +69,7 @@ def calibrate_table(path: str | Path) -> dict[str, Any]:
     calibration["fitted"] = {
         "created": utc_now(),
         "models": len(points),
-        "validation_created": (doc.get("validation") or {}).get("created"),
+        "validations": validations_used(doc),
         "points": points,
     }
     doc["calibration"] = calibration
@@ -61,7 +78,7 @@ def calibrate_table(path: str | Path) -> dict[str, Any]:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("calibrate", help="fit a whole-model correction to the models validation measured")
+    p = sub.add_parser("calibrate", help="fit a whole-model correction to the models validations measured")
     p.add_argument("table", type=Path)
     p.set_defaults(handler=_cmd_calibrate)
 
