@@ -67,6 +67,13 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true", help="validate even where the device fingerprint differs")
+    p.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="other tables of the same workload, judged on the same runs",
+    )
 
 
 def _add_measure(sub: argparse._SubParsersAction) -> None:
@@ -179,6 +186,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         protocol=Protocol.quick() if args.quick else None,
         progress=not args.no_progress,
         force=args.force,
+        compare=args.compare,
     )
     shown = {k: v for k, v in result.items() if k not in ("blocks", "model_points")}
     print(json.dumps(shown, indent=1))

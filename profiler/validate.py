@@ -94,6 +94,35 @@ def _stats(errors: np.ndarray) -> dict[str, float]:
     }
 
 
+def _compare_table(
+    doc: Mapping[str, Any],
+    other: Mapping[str, Any],
+    blocks: list[BlockDims],
+    model_dims: list[ModelDims],
+    measured: np.ndarray,
+    measured_models: np.ndarray,
+    normalised_blocks: np.ndarray | None,
+    normalised_models: np.ndarray | None,
+) -> dict[str, Any]:
+    """Another table's errors on this validation's measurements; level-normalised by the other table's own cells for
+    the reference, as its own validation would."""
+    if other["workload"] != doc["workload"] or other.get("model") != doc.get("model"):
+        raise ValueError("--compare needs tables of the same workload (backend, precision, batch, tokens, options)")
+    table = LatencyTable(other, calibrated=False)
+    predicted = table.block_latency(blocks)
+    predicted_models = np.array([table.model_latency(m) for m in model_dims])
+    out: dict[str, Any] = {"blocks": _signed_stats(predicted, measured)}
+    if len(model_dims):
+        out["models"] = _signed_stats(predicted_models, measured_models)
+    if normalised_blocks is not None and normalised_models is not None:
+        reference = BlockDims(**doc["sweep"]["reference"]["dims"])
+        scale = predicted_pair_ms(other, reference) / predicted_pair_ms(doc, reference)
+        out["level_normalised"] = {"blocks": _signed_stats(predicted, normalised_blocks * scale)}
+        if len(model_dims):
+            out["level_normalised"]["models"] = _signed_stats(predicted_models, normalised_models * scale)
+    return out
+
+
 def _level_normalised(normalised: np.ndarray | None, index: int, digits: int) -> dict[str, float]:
     return {} if normalised is None else {"level_normalised_ms": round(float(normalised[index]), digits)}
 
@@ -119,8 +148,12 @@ def validate_table_file(
     protocol: Protocol | None = None,
     progress: bool = True,
     force: bool = False,
+    compare: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Time random off-grid blocks and models, write the error figures into the table, return them.
+
+    `compare`: other tables of the same workload and grid judged on the very same measurements (a transferred
+    table against a full sweep, say), so the machine's drift between two validations does not decide between them.
 
     Figures are given for the raw parts and, where the table is calibrated, for the calibrated answers the server
     gives (`calibrated`); the measured models are kept so `profiler calibrate` can fit on them.
@@ -224,6 +257,16 @@ def validate_table_file(
             for i, (md, m, p) in enumerate(zip(model_dims, measured_models, predicted_models, strict=True))
         ],
     }
+    if compare:
+        normalised_blocks = normalised[:points] if normalised is not None else None
+        normalised_models = normalised[points : points + models] if normalised is not None else None
+        result["compared"] = {
+            Path(other).stem: _compare_table(
+                doc, read_table(other), blocks, model_dims, measured, measured_models, normalised_blocks,
+                normalised_models,
+            )
+            for other in compare
+        }  # fmt: skip
     bound = max(3.0, 1.5 * result["retest_noise_pct"])
     result["meets_bar"] = bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= 10.0)
     result["bar"] = {"median_ape_pct_max": round(bound, 3), "p95_ape_pct_max": 10.0}

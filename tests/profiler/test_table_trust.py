@@ -111,12 +111,22 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
     assert doc["calibration"]["fitted"]["models"] == 8
     assert doc["calibration"]["form"] in ("none", "scale", "parts", "parts+constants")
     assert LatencyTable(doc, "cal").summary()["calibration"]["after"] == doc["calibration"]["after"]
+
+    def slower(doc):
+        for part in doc["parts"].values():
+            part["median_ms"] = (np.array(part["median_ms"]) * 1.5).tolist()
+
+    other = copy_with(tiny_table, tmp_path / "slower.json", slower)
     again = run_profiler("validate", table, "--points", "4", "--models", "6", "--depth", "3", "--retest", "2",
-                         "--quick", "--no-progress", "--seed", "5")  # fmt: skip
+                         "--quick", "--no-progress", "--seed", "5", "--compare", other)  # fmt: skip
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
     assert set(report["models_calibrated"]) >= {"median_ape_pct", "p95_ape_pct", "signed_median_pct"}
     assert "calibrated" in report
+    compared = report["compared"]["slower"]  # the same measurements, a table 1.5x slower
+    assert compared["blocks"]["signed_median_pct"] > 25
+    mine, theirs = report["level_normalised"]["blocks"], compared["level_normalised"]["blocks"]
+    assert theirs["median_ape_pct"] == pytest.approx(mine["median_ape_pct"], abs=0.01)  # relative shape is the same
 
 
 @pytest.mark.slow
