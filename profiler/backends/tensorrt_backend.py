@@ -15,6 +15,7 @@ by `data_ptr()`. None of this has run on a GPU (docs/gpu.md); the pure parts are
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -141,7 +142,10 @@ class TensorRtBackend(Backend):
         o = self.options
         build_plan(precision, o["sparsity"], "10.13", o["tf32"], o["workspace_gib"], o["optimization_level"])
         if not torch.cuda.is_available():
-            raise BackendUnavailable("tensorrt needs an NVIDIA GPU and a CUDA build of torch; none is available here")
+            package = "" if importlib.util.find_spec("tensorrt") else "; the tensorrt package is not installed either"
+            raise BackendUnavailable(
+                f"tensorrt needs an NVIDIA GPU and a CUDA build of torch; none is available here{package}"
+            )
         self.trt = _import_tensorrt()
         self.device = torch.device("cuda", torch.cuda.current_device())
         check_target(self.trt.__version__, compute_capability(self.device), precision)

@@ -127,3 +127,12 @@ def test_plan_flag_names_exist_in_the_installed_tensorrt() -> None:
     for name in plan.network_flags:
         assert hasattr(trt.NetworkDefinitionCreationFlag, name)
     assert hasattr(trt.MemoryPoolType, "WORKSPACE")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the refusal on a machine without a GPU")
+def test_profile_with_tensorrt_here_fails_in_one_line(tmp_path, capsys) -> None:
+    from profiler.cli import main
+
+    assert main(["profile", "--backend", "tensorrt", "--grid", "tiny", "--out", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "NVIDIA GPU" in err and "Traceback" not in err
