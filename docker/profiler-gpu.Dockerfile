@@ -1,14 +1,24 @@
-# The GPU profiler: torch with CUDA, TensorRT and onnxruntime-gpu from NVIDIA's PyTorch image. Build from the root:
-#   docker build -f docker/profiler-gpu.Dockerfile -t vitlut-profiler-gpu .
-# The base tag fixes the CUDA/torch/TensorRT versions a table records; override it with --build-arg BASE=...
+# The GPU profiler: torch with CUDA, TensorRT and onnxruntime-gpu from an NVIDIA PyTorch image. Build from the root.
+# The base fixes the CUDA/torch/TensorRT versions a table records, and which GPUs TensorRT can build for
+# (docs/gpu.md, "Images per architecture"):
+#   Turing, Ampere, Ada, Hopper and later (T4, A100, RTX 3080, L4, H100):
+#     docker build -f docker/profiler-gpu.Dockerfile -t vitlut-profiler-gpu .
+#   Volta (V100): TensorRT 10.5 and later cannot build for it; use an image that ships TensorRT 10.3:
+#     docker build -f docker/profiler-gpu.Dockerfile --build-arg BASE=nvcr.io/nvidia/pytorch:24.08-py3 \
+#       --build-arg TENSORRT="tensorrt-cu12>=10,<10.5" -t vitlut-profiler-gpu:volta .
 ARG BASE=nvcr.io/nvidia/pytorch:25.01-py3
 FROM ${BASE}
+# Installed only where the base lacks TensorRT's Python bindings (the NVIDIA PyTorch images ship them).
+ARG TENSORRT="tensorrt-cu12>=10"
 
+# The caches live under /cache, so any uid given with `docker run --user` finds them writable.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VITLUT_ENGINE_CACHE=/cache/tensorrt
+    VITLUT_ENGINE_CACHE=/cache/tensorrt \
+    XDG_CACHE_HOME=/cache \
+    TORCH_HOME=/cache/torch
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -16,18 +26,22 @@ COPY lut_server/ lut_server/
 COPY profiler/ profiler/
 COPY pruner/ pruner/
 # Keep the image's own CUDA build of torch: install the project without its torch pin, then the rest by hand.
-# The PyTorch image ships TensorRT's Python bindings; tensorrt-cu12 is installed only where they are missing.
+# onnxruntime-gpu provides the `onnxruntime` module with the CUDA provider; the CPU-only onnxruntime package is
+# not installed beside it (both write the same module).
 RUN pip install --no-deps . \
     && pip install "numpy>=1.26" "scipy>=1.11" "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.6" "httpx>=0.27" \
         "tqdm>=4.66" "onnx>=1.16" "onnxruntime-gpu>=1.18" \
-    && (python -c "import tensorrt" 2>/dev/null || pip install "tensorrt-cu12>=10")
+    && (python -c "import tensorrt" 2>/dev/null || pip install "${TENSORRT}")
 
-RUN useradd --uid 10001 --create-home --shell /bin/bash profiler \
-    && mkdir -p /tables /cache/tensorrt && chown -R profiler:profiler /tables /cache
+# No fixed user: the image runs as root unless `docker run --user "$(id -u):$(id -g)"` is given (recommended, so
+# tables written to a bind-mounted directory belong to you). /tables and /cache are writable by any uid, so named
+# volumes work either way; a bind mount is as writable as the host directory is for that uid.
+RUN mkdir -p /tables /cache/tensorrt /cache/torch && chmod 1777 /tables /cache /cache/tensorrt /cache/torch
 VOLUME ["/tables", "/cache"]
-USER 10001:10001
 
-# e.g. docker run --rm --gpus all -v "$PWD/tables:/tables" -v vitlut-engines:/cache vitlut-profiler-gpu \
-#        profile --backend tensorrt --precision fp16 --batch 256 --tokens 197 --out /tables/h100-trt-fp16.json
+# e.g. docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD/tables:/tables" -v vitlut-engines:/cache \
+#        vitlut-profiler-gpu profile --backend tensorrt --precision fp16 --batch 256 --tokens 197 \
+#        --out /tables/h100-trt-fp16.json
+# First run `... vitlut-profiler-gpu doctor`: it says which backends work on that GPU.
 ENTRYPOINT ["python", "-m", "profiler"]
 CMD ["--help"]

@@ -45,6 +45,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-model-parts", action="store_true", help="profile blocks only (no stem/head)")
     p.add_argument("--cuda-graphs", action="store_true", help="torch-cuda: replay each point as a CUDA graph")
     p.add_argument("--sparsity", choices=["none", "2:4"], default=None, help="tensorrt: 2:4 structured weights")
+    p.add_argument("--tf32", action="store_true", help="GPU backends: let fp32 use TF32 (off unless given; recorded)")
     p.add_argument(
         "--allocator",
         choices=list(ALLOCATORS),
@@ -97,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXTENSION_MODULES = ("profiler.upload", "profiler.merge", "profiler.check", "profiler.calibrate")
+EXTENSION_MODULES = (
+    "profiler.upload",
+    "profiler.merge",
+    "profiler.check",
+    "profiler.calibrate",
+    "profiler.doctor",
+)
 """Modules that add a subcommand: each has register(subparsers) setting `handler` as a parser default."""
 
 
@@ -147,6 +154,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     options: dict = {"cuda_graphs": True} if args.cuda_graphs else {}
     if args.sparsity:
         options["sparsity"] = args.sparsity
+    if args.tf32:
+        options["tf32"] = True
     if args.backend == "torch-cpu":
         options["allocator"] = args.allocator or default_allocator()
     elif args.allocator:

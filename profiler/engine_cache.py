@@ -1,23 +1,25 @@
 """A directory of serialized TensorRT engines, keyed by what determines an engine's speed.
 
 Building an engine takes seconds to minutes, and a sweep, its validation and a resumed sweep ask for the same
-cells again. An engine is reused only when the module's structure (parameter and input shapes: the dims), the
-precision, the sparsity, the builder settings, and the TensorRT version and GPU all match. Weights are not part
-of the key: a cached engine times the same computation; it is not meant for inference with other weights.
-Writes are atomic, so a killed sweep never leaves a torn engine behind.
+cells again. An engine is reused only when the exported graph's structure (every node, attribute, shape and
+integer constant: the reshape that splits Q/K into heads included), the precision, the sparsity, the builder
+settings, and the TensorRT version and GPU all match. Parameter shapes alone are not enough: the attention-scores
+weight is (2·heads·qk, emb), so heads=2, qk=24 and heads=6, qk=8 share every shape, and an edited block definition
+keeps its shapes. Floating-point weight values are not part of the key: a cached engine times the same
+computation; it is not meant for inference with other weights. Writes are atomic, so a killed sweep never leaves
+a torn engine behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from torch import Tensor, nn
 
 from lut_server.atomic_file import write_bytes_atomic
 
@@ -32,22 +34,25 @@ def default_cache_dir() -> Path:
     return base / "vitlut" / "tensorrt"
 
 
-def module_signature(module: nn.Module, inputs: tuple[Tensor, ...]) -> dict[str, Any]:
-    """The structure an engine is built from: module type, every parameter's and buffer's shape, input shapes."""
-    kind = type(module)
-    return {
-        "module": f"{kind.__module__}.{kind.__qualname__}",
-        "parameters": [[name, list(p.shape)] for name, p in module.named_parameters()],
-        "buffers": [[name, list(b.shape)] for name, b in module.named_buffers()],
-        "inputs": [[list(x.shape), str(x.dtype)] for x in inputs],
-    }
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
-def cache_key(signature: Mapping[str, Any], build: Mapping[str, Any], versions: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of (structure, build settings, TensorRT version and GPU)."""
-    payload = json.dumps(
-        {"signature": signature, "build": build, "versions": versions}, sort_keys=True, separators=(",", ":")
-    )
+def graph_signature(onnx_model: bytes) -> str:
+    """sha256 of the ONNX graph with the values of its floating-point weights removed (their names, types and
+    shapes stay); integer constants (shapes, axes) and scalars stay whole."""
+    import onnx
+
+    model = onnx.load_model_from_string(onnx_model)
+    for tensor in model.graph.initializer:
+        if tensor.data_type in _FLOAT_TYPES and math.prod(tensor.dims) > 1:
+            for field in ("raw_data", "float_data", "double_data", "int32_data"):
+                tensor.ClearField(field)
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def cache_key(graph: str, build: Mapping[str, Any], versions: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of (graph signature, build settings, TensorRT version and GPU)."""
+    payload = json.dumps({"graph": graph, "build": build, "versions": versions}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -71,11 +71,20 @@ class Measurement:
         return asdict(self)
 
 
+WARM_CALLS = 2
+"""Calls after the first that warm-up always makes: the first call of a runner pays one-time costs (cuBLAS/cuDNN
+handles, lazy module loading, autotuning) that can outlast warmup_s, and must neither end the warm-up nor size the
+samples."""
+
+
 def _sample(run: Runner, protocol: Protocol, clock: Callable[[], float]) -> Measurement:
+    run(1)  # the cold call: one-time costs, not timed for anything
     start = clock()
-    per_iteration = float(np.sum(run(1)))
-    while clock() - start < protocol.warmup_s:
+    warm_calls = 0
+    per_iteration = math.inf
+    while warm_calls < WARM_CALLS or clock() - start < protocol.warmup_s:
         per_iteration = float(np.sum(run(1)))
+        warm_calls += 1
     inner = max(1, math.ceil(protocol.min_sample_ms / max(per_iteration, 1e-6)))
     rows: list[np.ndarray] = []
     begin = clock()

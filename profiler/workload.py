@@ -51,20 +51,36 @@ def model_config_for_tokens(
     return None
 
 
-class ScoresStage(nn.Module):
-    """attn_qk: norm1, Q/K projection, softmax; passes x on for the residual."""
+class PipelineStage(nn.Module):
+    """A stage of a timed pipeline: it reads named tensors of the pipeline's state and writes others.
+
+    Naming what each stage reads and writes lets a later stage take a tensor an earlier one produced (attn_v reads
+    the block's input `x` for its residual) without a stage passing it through: a pass-through is free in eager
+    torch but becomes an Identity copy of the whole activation in an exported graph, work a deployed block does
+    not do.
+    """
+
+    reads: tuple[str, ...] = ("x",)
+    writes: tuple[str, ...] = ("x",)
+
+
+class ScoresStage(PipelineStage):
+    """attn_qk: norm1, Q/K projection, softmax. Writes the normalised input and the attention probabilities."""
+
+    writes = ("h", "probs")
 
     def __init__(self, block: Block):
         super().__init__()
         self.block = block
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h, probs = self.block.attention_scores(x)
-        return x, h, probs
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.block.attention_scores(x)
 
 
-class ValuesStage(nn.Module):
-    """attn_v: V projection, mixing, output projection, residual."""
+class ValuesStage(PipelineStage):
+    """attn_v: V projection, mixing, output projection, residual (onto the block's input `x`)."""
+
+    reads = ("x", "h", "probs")
 
     def __init__(self, block: Block):
         super().__init__()
@@ -74,7 +90,7 @@ class ValuesStage(nn.Module):
         return (self.block.attention_values(x, h, probs),)
 
 
-class MlpStage(nn.Module):
+class MlpStage(PipelineStage):
     """mlp: norm2, fc1, GELU, fc2, residual."""
 
     def __init__(self, block: Block):
@@ -85,7 +101,7 @@ class MlpStage(nn.Module):
         return (self.block.mlp_residual(x),)
 
 
-class TupleStage(nn.Module):
+class TupleStage(PipelineStage):
     """A module with one tensor output (stem, head) as a pipeline stage."""
 
     def __init__(self, module: nn.Module):
@@ -94,6 +110,44 @@ class TupleStage(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor]:
         return (self.module(x),)
+
+
+def stage_io(stage: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a stage reads and writes; any other module (a block, a model) reads and writes `x`."""
+    return tuple(getattr(stage, "reads", ("x",))), tuple(getattr(stage, "writes", ("x",)))
+
+
+def as_outputs(value: Tensor | tuple | list) -> tuple[Tensor, ...]:
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
+
+
+def initial_state(stages: Sequence[nn.Module], inputs: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    """The pipeline's inputs, named as its first stage reads them."""
+    reads, _ = stage_io(stages[0])
+    if len(reads) != len(inputs):
+        raise ValueError(f"the first stage reads {list(reads)} but {len(inputs)} input(s) were given")
+    return dict(zip(reads, inputs, strict=True))
+
+
+def run_stage(stage: nn.Module, state: dict[str, Tensor]) -> None:
+    """Run one stage on the named state and store what it writes."""
+    reads, writes = stage_io(stage)
+    outputs = as_outputs(stage(*(state[name] for name in reads)))
+    if len(outputs) != len(writes):
+        raise ValueError(f"{type(stage).__name__} returned {len(outputs)} tensors, declared {list(writes)}")
+    state.update(zip(writes, outputs, strict=True))
+
+
+def stage_inputs(stages: Sequence[nn.Module], inputs: tuple[Tensor, ...]) -> list[tuple[Tensor, ...]]:
+    """Each stage's example inputs, from one run of the pipeline (on the inputs' device and dtype); exported
+    graphs need them for their shapes."""
+    state = initial_state(stages, inputs)
+    collected = []
+    with torch.inference_mode():
+        for stage in stages:
+            collected.append(tuple(state[name] for name in stage_io(stage)[0]))
+            run_stage(stage, state)
+    return collected
 
 
 BLOCK_STAGES: tuple[str, ...] = ("attn_qk", "attn_v", "mlp")

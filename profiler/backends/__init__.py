@@ -25,6 +25,8 @@ def backend_names() -> list[str]:
 
 
 def create_backend(name: str, precision: str, threads: int | None = None, **options: Any) -> Backend:
+    """A backend whose options are checked and whose process-wide settings (threads, allocator, math modes) are
+    applied, so its `environment()` records them."""
     if name not in _BACKENDS:
         raise ValueError(f"unknown backend {name!r}; available: {', '.join(backend_names())}")
     module_name, class_name = _BACKENDS[name].split(":")
@@ -32,7 +34,9 @@ def create_backend(name: str, precision: str, threads: int | None = None, **opti
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BackendUnavailable(f"backend {name} needs a library that is not installed: {exc}") from exc
-    return getattr(module, class_name)(precision=precision, threads=threads, **options)
+    backend = getattr(module, class_name)(precision=precision, threads=threads, **options)
+    backend.apply_process_settings()
+    return backend
 
 
 __all__ = ["Backend", "BackendUnavailable", "backend_names", "create_backend", "register_backend"]

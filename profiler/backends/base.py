@@ -1,4 +1,10 @@
-"""The small interface every timing backend implements (torch-cpu, torch-cuda, onnxruntime, tensorrt)."""
+"""The narrow interface every timing backend implements (torch-cpu, torch-cuda, onnxruntime, tensorrt).
+
+A backend is created from a precision, a thread count and options checked against its declared option table
+(options.py); `apply_process_settings` then sets what is process-wide (threads, allocator, math modes) explicitly,
+and `environment()` records what was set. `prepare_pipeline` turns stages into a runner that owns its resources and
+returns one elapsed total per stage; `prepare` is the one-stage case (a whole block or model).
+"""
 
 from __future__ import annotations
 
@@ -6,56 +12,65 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from profiler.backends.options import OptionSpec, recorded_options, resolve_options
 from profiler.timing import Runner
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class BackendUnavailable(RuntimeError):
-    """The backend cannot run here (no GPU, library missing); the message says what is missing."""
+    """The backend cannot run here (no GPU, library missing, GPU too old); the message says what is missing."""
 
 
 class Backend(ABC):
-    """Turns a module plus example inputs into a Runner, and describes the device and software it runs on."""
+    """Turns stages plus example inputs into a Runner, and describes the device and software it runs on."""
 
     name: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    option_specs: ClassVar[tuple[OptionSpec, ...]] = ()
+    default_threads: ClassVar[int | None] = None
 
     def __init__(self, precision: str = "fp32", threads: int | None = None, **options: Any):
         if precision not in self.precisions:
             raise ValueError(f"backend {self.name} supports precisions {list(self.precisions)}, not {precision!r}")
+        threads = threads if threads is not None else self.default_threads
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.precision = precision
         self.threads = threads
-        self.options = options
+        self.options = resolve_options(self.name, self.option_specs, options)
 
     @property
     def dtype(self) -> torch.dtype:
         return PRECISIONS[self.precision]
 
-    @abstractmethod
+    @property
+    def stage_timing(self) -> str:
+        """How stages are timed, recorded in the table's protocol (e.g. "in-context": inside the running pipeline)."""
+        return "in-context"
+
+    def apply_process_settings(self) -> None:  # noqa: B027 - backends without process-wide settings keep this
+        """Set the process-wide state this backend times under (threads, allocator, math modes). Idempotent; called
+        by `create_backend` and before every runner is prepared, so a runner never inherits another backend's."""
+
     def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
-        """Compile/move the module and inputs as this backend deploys them; return a runner that times them."""
+        """A runner for one module (a block, a stack of blocks, a model): a pipeline of one stage."""
+        return self.prepare_pipeline([module], inputs)
 
     def prepare_pipeline(self, stages: Sequence[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
-        """A runner for stages run back to back (each stage's outputs are the next one's inputs) that returns one
-        elapsed total per stage.
+        """A runner for stages run back to back, routed by what each reads and writes (workload.stage_io), that
+        returns one elapsed total per stage, timed inside the running pipeline."""
+        if not stages:
+            raise ValueError("a pipeline needs at least one stage")
+        self.apply_process_settings()
+        return self._pipeline_runner(list(stages), tuple(inputs))
 
-        Backends that can time inside a running pipeline (torch: host clock or CUDA events between stages)
-        override this; this fallback times each stage on its own, which loses what one stage's cache state does
-        to the next. `stage_timing` says which a backend does, and is recorded in the table.
-        """
-        states = [tuple(inputs)]
-        with torch.inference_mode():
-            for stage in stages[:-1]:
-                states.append(tuple(t.clone() for t in stage(*states[-1])))
-        runners = [self.prepare(stage, state) for stage, state in zip(stages, states, strict=True)]
-        return lambda iterations: np.array([run(iterations) for run in runners])
-
-    stage_timing: ClassVar[str] = "isolated"
+    @abstractmethod
+    def _pipeline_runner(self, stages: list[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
+        """Compile/move the stages and inputs as this backend deploys them; return a runner that times them."""
 
     @abstractmethod
     def environment(self) -> dict[str, dict[str, Any]]:
@@ -67,7 +82,7 @@ class Backend(ABC):
             "backend": self.name,
             "precision": self.precision,
             "threads": self.threads,
-            "options": self.options,
+            "options": recorded_options(self.option_specs, self.options),
         }
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -5,14 +5,17 @@ execution, all graph optimizations on, timed with perf_counter_ns. Inputs and ou
 IO binding (outputs preallocated), so a timed iteration is the session's own work, not numpy allocation.
 
 CUDA execution provider (where onnxruntime-gpu is installed): buffers are torch CUDA tensors bound by pointer,
-the session runs on a torch stream (`user_compute_stream`) and is timed with CUDA events on that stream.
-This path has not been run on a GPU yet (see README.md, "Deployment runtimes").
+the sessions run on one torch stream (`user_compute_stream`) and are timed with CUDA events on that stream; TF32
+is set explicitly (`use_tf32`, off unless the `tf32` option asks for it) and recorded.
+
+A pipeline is one session per stage, chained through the bound buffers: a stage reads the very buffer an earlier
+stage wrote (attn_v reads the block's input for its residual), so no stage copies a tensor through. This path has
+not been run on a GPU (docs/gpu.md).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,10 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend, BackendUnavailable
+from profiler.backends.options import OptionSpec
+from profiler.backends.runners import CudaEventRunner, HostClockRunner
 from profiler.environment import package_version
 from profiler.fingerprint import cpu_device, software
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
 from profiler.timing import Runner
+from profiler.workload import initial_state, stage_inputs, stage_io
 
 PROVIDERS: dict[str, str] = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -33,6 +39,11 @@ def default_provider() -> str:
     """CUDA where both onnxruntime-gpu and a GPU are present, else CPU."""
     cuda_ready = PROVIDERS["cuda"] in ort.get_available_providers() and torch.cuda.is_available()
     return "cuda" if cuda_ready else "cpu"
+
+
+def onnxruntime_version() -> str:
+    """The installed ONNX Runtime, whichever distribution provides it (onnxruntime, onnxruntime-gpu, ...)."""
+    return ort.__version__
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -46,169 +57,154 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def cuda_provider_options(device_id: int, stream_handle: int, tf32: bool) -> dict[str, str]:
+    """The CUDA provider's options, every one that changes kernels set explicitly (TF32 defaults to on there)."""
+    return {
+        "device_id": str(device_id),
+        "has_user_compute_stream": "1",
+        "user_compute_stream": str(stream_handle),
+        "use_tf32": "1" if tf32 else "0",
+    }
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "fp16")
+    default_threads = 1
+    option_specs = (
+        OptionSpec("provider", str, "cpu", "execution provider", allowed=tuple(PROVIDERS)),
+        OptionSpec("exporter", str, "torchscript", "torch's ONNX exporter", allowed=EXPORTERS),
+        OptionSpec("opset", int, DEFAULT_OPSET, "ONNX opset of the exported graph", bounds=(17, None)),
+        OptionSpec(
+            "tf32", bool, False, "let the CUDA provider use TF32 for fp32 matmuls and convolutions",
+            applies=lambda o: o["provider"] == "cuda", applies_help="with provider cuda",
+        ),
+    )  # fmt: skip
 
-    def __init__(
-        self,
-        precision: str = "fp32",
-        threads: int | None = None,
-        provider: str | None = None,
-        exporter: str = "torchscript",
-        opset: int = DEFAULT_OPSET,
-        **options: Any,
-    ):
-        provider = provider or default_provider()
-        if provider not in PROVIDERS:
-            raise ValueError(f"onnxruntime provider must be one of {list(PROVIDERS)}, got {provider!r}")
-        if exporter not in EXPORTERS:
-            raise ValueError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
-        threads = threads if threads is not None else 1
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        super().__init__(precision, threads, provider=provider, exporter=exporter, opset=int(opset), **options)
-        if PROVIDERS[provider] not in ort.get_available_providers():
+    def __init__(self, precision: str = "fp32", threads: int | None = None, **options: Any):
+        options["provider"] = options.get("provider") or default_provider()
+        super().__init__(precision, threads, **options)
+        self.provider = self.options["provider"]
+        self.exporter = self.options["exporter"]
+        self.opset = self.options["opset"]
+        if PROVIDERS[self.provider] not in ort.get_available_providers():
             raise BackendUnavailable(
-                f"onnxruntime {ort.__version__} has no {PROVIDERS[provider]} here "
+                f"onnxruntime {onnxruntime_version()} has no {PROVIDERS[self.provider]} here "
                 f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu for CUDA"
             )
-        if provider == "cuda" and not torch.cuda.is_available():
+        if self.provider == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("onnxruntime's CUDA provider needs torch with CUDA for buffers and events")
-        if provider == "cpu" and precision != "fp32":
+        if self.provider == "cpu" and precision != "fp32":
             raise ValueError("onnxruntime on the CPU provider is profiled in fp32 only (fp16 runs unfused there)")
-        self.provider = provider
-        self.exporter = exporter
-        self.opset = int(opset)
         self._cuda_stream: torch.cuda.Stream | None = None
 
+    @property
+    def stage_timing(self) -> str:
+        return "in-context" if self.provider == "cpu" else "in-context-chained-sessions"
+
     def export(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> OnnxGraph:
-        """The ONNX graph this backend times: the module cast to the table's precision, exact dims."""
-        module = module.eval().to(dtype=self.dtype)
-        inputs = tuple(x.to(dtype=self.dtype) if x.is_floating_point() else x for x in inputs)
+        """The ONNX graph this backend times: the module (already in the table's precision), exact dims."""
         return export_onnx(module, inputs, exporter=self.exporter, opset=self.opset)  # type: ignore[arg-type]
 
     def session(self, graph: OnnxGraph) -> ort.InferenceSession:
         provider_options: dict[str, str] = {}
         if self.provider == "cuda":
-            provider_options = {
-                "device_id": str(torch.cuda.current_device()),
-                "user_compute_stream": str(self._stream().cuda_stream),
-            }
+            provider_options = cuda_provider_options(
+                torch.cuda.current_device(), self._stream().cuda_stream, self.options["tf32"]
+            )
         return ort.InferenceSession(
             graph.model, session_options(self.threads), providers=[(PROVIDERS[self.provider], provider_options)]
         )
 
-    def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
+    def _pipeline_runner(self, stages: list[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
+        """One session per stage, chained through bound buffers named by what each stage reads and writes."""
+        device = torch.device("cuda", torch.cuda.current_device()) if self.provider == "cuda" else torch.device("cpu")
+        stages = [stage.eval().to(device=device, dtype=self.dtype) for stage in stages]
+        inputs = tuple(x.to(device=device, dtype=self.dtype if x.is_floating_point() else x.dtype) for x in inputs)
+        examples = stage_inputs(stages, inputs)  # one run on the target device, for the graphs' shapes
+        sessions = [self.session(self.export(stage, ex)) for stage, ex in zip(stages, examples, strict=True)]
         if self.provider == "cpu":
-            chained = self.prepare_pipeline([module], inputs)  # a one-stage chain
-            return lambda iterations: float(chained(iterations)[0])
-        graph = self.export(module, inputs)
-        session = self.session(graph)
-        return self._cuda_runner(session, [x.detach().to(dtype=self.dtype).numpy() for x in inputs])
+            return self._cpu_runner(stages, sessions, inputs)
+        return self._cuda_runner(stages, sessions, inputs, device)
 
-    @property
-    def stage_timing(self) -> str:  # type: ignore[override]
-        return "in-context" if self.provider == "cpu" else "isolated"
-
-    def prepare_pipeline(self, stages: Sequence[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
-        """One session per stage, chained through bound OrtValues (each stage's outputs are the next one's
-        inputs) and timed stage by stage on the host clock, which is exact on the synchronous CPU provider."""
-        if self.provider != "cpu":
-            return super().prepare_pipeline(stages, inputs)
-        states = [tuple(inputs)]
-        with torch.inference_mode():
-            for stage in stages[:-1]:
-                states.append(tuple(t.clone() for t in stage.eval()(*states[-1])))
-        sessions = [self.session(self.export(stage, state)) for stage, state in zip(stages, states, strict=True)]
-        values = [
-            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x.detach().to(dtype=self.dtype).numpy()))
-            for x in inputs
-        ]
-        keepalive: list[Any] = [values]
-        executes = []
-        for session in sessions:
+    def _cpu_runner(self, stages: list[nn.Module], sessions: list[ort.InferenceSession], inputs: tuple) -> Runner:
+        state = {
+            name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x.detach().numpy()))
+            for name, x in initial_state(stages, inputs).items()
+        }
+        bindings, executes = [], []
+        for stage, session in zip(stages, sessions, strict=True):
+            reads, writes = stage_io(stage)
             binding = session.io_binding()
-            for meta, value in zip(session.get_inputs(), values, strict=True):
-                binding.bind_ortvalue_input(meta.name, value)
-            values = [
-                ort.OrtValue.ortvalue_from_shape_and_type(meta.shape, _onnx_numpy_type(meta.type))
-                for meta in session.get_outputs()
-            ]
-            for meta, value in zip(session.get_outputs(), values, strict=True):
-                binding.bind_ortvalue_output(meta.name, value)
-            keepalive.append((binding, values))
+            for meta, name in zip(session.get_inputs(), reads, strict=True):
+                binding.bind_ortvalue_input(meta.name, state[name])
+            for meta, name in zip(session.get_outputs(), writes, strict=True):
+                state[name] = ort.OrtValue.ortvalue_from_shape_and_type(meta.shape, _onnx_numpy_type(meta.type))
+                binding.bind_ortvalue_output(meta.name, state[name])
+            bindings.append(binding)
             executes.append(_raw_run_with_iobinding(session, binding))
         run_options = ort.RunOptions()
-        clock = time.perf_counter_ns
-
-        def run(iterations: int) -> np.ndarray:
-            totals = [0] * len(executes)
-            for _ in range(iterations):
-                before = clock()
-                for i, execute in enumerate(executes):
-                    execute(run_options)
-                    after = clock()
-                    totals[i] += after - before
-                    before = after
-            return np.array(totals, dtype=float) / 1e6
-
-        run.keepalive = (keepalive, sessions)  # type: ignore[attr-defined]  # OrtValues view these buffers
-        return run
+        steps = [lambda execute=execute: execute(run_options) for execute in executes]
+        return HostClockRunner(steps, resources=(sessions, bindings, state))  # OrtValues view these buffers
 
     def _stream(self) -> torch.cuda.Stream:
         if self._cuda_stream is None:
             self._cuda_stream = torch.cuda.Stream()
         return self._cuda_stream
 
-    def _cuda_runner(self, session: ort.InferenceSession, arrays: list[np.ndarray]) -> Runner:
-        device = torch.device("cuda", torch.cuda.current_device())
-        inputs = [torch.from_numpy(a).to(device) for a in arrays]
-        outputs = [
-            torch.empty(tuple(meta.shape), dtype=_onnx_torch_type(meta.type), device=device)
-            for meta in session.get_outputs()
-        ]
-        binding = session.io_binding()
-        for meta, tensor in zip(session.get_inputs(), inputs, strict=True):
-            binding.bind_input(meta.name, "cuda", device.index, _onnx_numpy_type(meta.type), tuple(tensor.shape),
-                               tensor.data_ptr())  # fmt: skip
-        for meta, tensor in zip(session.get_outputs(), outputs, strict=True):
-            binding.bind_output(meta.name, "cuda", device.index, _onnx_numpy_type(meta.type), tuple(tensor.shape),
-                                tensor.data_ptr())  # fmt: skip
+    def _cuda_runner(
+        self, stages: list[nn.Module], sessions: list[ort.InferenceSession], inputs: tuple, device: torch.device
+    ) -> Runner:
+        state = {name: x.contiguous() for name, x in initial_state(stages, inputs).items()}
+        bindings, executes = [], []
+        for stage, session in zip(stages, sessions, strict=True):
+            reads, writes = stage_io(stage)
+            binding = session.io_binding()
+            for meta, name in zip(session.get_inputs(), reads, strict=True):
+                tensor = state[name]
+                binding.bind_input(meta.name, "cuda", device.index, _onnx_numpy_type(meta.type), tuple(tensor.shape),
+                                   tensor.data_ptr())  # fmt: skip
+            for meta, name in zip(session.get_outputs(), writes, strict=True):
+                tensor = torch.empty(tuple(meta.shape), dtype=_onnx_torch_type(meta.type), device=device)
+                state[name] = tensor
+                binding.bind_output(meta.name, "cuda", device.index, _onnx_numpy_type(meta.type), tuple(tensor.shape),
+                                    tensor.data_ptr())  # fmt: skip
+            bindings.append(binding)
+            executes.append(_raw_run_with_iobinding(session, binding))
         run_options = ort.RunOptions()
-        # the session runs on our stream; we synchronise through the end event, not after every run
+        # the sessions run on our stream; we synchronise through the last event, not after every run
         run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
-        stream = self._stream()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        execute = _raw_run_with_iobinding(session, binding)
-
-        def run(iterations: int) -> float:
-            start.record(stream)
-            for _ in range(iterations):
-                execute(run_options)
-            end.record(stream)
-            end.synchronize()
-            return float(start.elapsed_time(end))
-
-        run.keepalive = (inputs, outputs)  # type: ignore[attr-defined]
-        return run
+        torch.cuda.synchronize(device)  # inputs copied before the first timed launch
+        steps = [lambda execute=execute: execute(run_options) for execute in executes]
+        return CudaEventRunner(steps, self._stream(), resources=(sessions, bindings, state))
 
     def environment(self) -> dict[str, dict[str, Any]]:
         """The graph comes from torch's exporter, so torch's version is part of what must match."""
-        match = {
-            "onnxruntime": ort.__version__,
+        match: dict[str, Any] = {
+            "onnxruntime": onnxruntime_version(),
             "onnx": package_version("onnx"),
             "torch": torch.__version__,
             "provider": PROVIDERS[self.provider],
         }
-        recorded = {"onnxruntime_providers": ort.get_available_providers()}
+        recorded = {
+            "onnxruntime_providers": ort.get_available_providers(),
+            "onnxruntime_distribution": _ort_distribution(),
+        }
         if self.provider == "cuda":
             from profiler.backends.torch_cuda import cuda_device, cuda_software
 
+            match["ort_cuda_use_tf32"] = self.options["tf32"]
             return {"device": cuda_device(), "software": software(match | cuda_software(), recorded)}
         device = cpu_device(self.threads, {"ort_intra_op_threads": self.threads, "ort_inter_op_threads": 1})
         return {"device": device, "software": software(match, recorded)}
+
+
+def _ort_distribution() -> str | None:
+    """Which package installed onnxruntime (recorded: onnxruntime-gpu carries the CUDA provider)."""
+    for name in ("onnxruntime-gpu", "onnxruntime", "onnxruntime-directml", "onnxruntime-openvino"):
+        if package_version(name):
+            return f"{name} {package_version(name)}"
+    return None
 
 
 def _raw_run_with_iobinding(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable[[ort.RunOptions], None]:

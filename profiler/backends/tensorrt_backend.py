@@ -1,32 +1,39 @@
-"""TensorRT: the module is exported to ONNX, built into an engine (cached) and timed with CUDA events.
+"""TensorRT: each stage is exported to ONNX, built into an engine (cached) and timed with CUDA events.
 
-Written against the TensorRT Python API of releases 10 and 11. TensorRT 11 builds every network strongly typed
-(the FP16/BF16 builder flags are gone), so the precision is carried by the ONNX graph itself: the module is cast
-to fp16/bf16 before export, and on TensorRT 10 the network is created with the STRONGLY_TYPED flag so both
-releases build the same thing. fp32 clears the TF32 flag unless `allow_tf32` is set. 2:4 sparsity prunes the
-Linear weights by magnitude before export and sets SPARSE_WEIGHTS.
+Written against the TensorRT Python API of releases 8.6, 10 and 11 (tensorrt_support.py says which GPUs each
+builds for and how it takes the precision). The module is cast to the table's precision and exported on the GPU;
+strongly typed networks keep the graph's types, builder-flag networks (TensorRT 8.6, or `typing=flags` on 9/10)
+are allowed FP16/BF16 kernels by flag. TF32 is set or cleared explicitly (`tf32` option, off by default). 2:4
+sparsity prunes the Linear weights by magnitude before export and sets SPARSE_WEIGHTS.
 
-Buffers are torch CUDA tensors bound by `data_ptr()`; the engine runs on a torch stream and is timed with
-torch.cuda.Event on that stream, so no second CUDA binding is needed. Nothing here has been run on a GPU yet
-(none was available while it was written): the pure parts (build plan, cache keys, sparsity) are tested on the CPU.
+A pipeline is one engine per stage, chained through device buffers (a stage reads the very buffer an earlier one
+wrote: no pass-through copies) and launched back to back on one stream with CUDA events between them. Stages are
+separate engines, so TensorRT cannot fuse across a stage boundary (attention's softmax and its product with V);
+`doctor` reports what that split costs against the whole block as one engine. Buffers are torch CUDA tensors bound
+by `data_ptr()`. None of this has run on a GPU (docs/gpu.md); the pure parts are tested on the CPU.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from profiler.backends.base import PRECISIONS, Backend, BackendUnavailable
-from profiler.engine_cache import EngineCache, cache_key, module_signature
+from profiler.backends.base import Backend, BackendUnavailable
+from profiler.backends.cuda_device import compute_capability, cuda_device
+from profiler.backends.options import OptionSpec
+from profiler.backends.runners import CudaEventRunner
+from profiler.backends.tensorrt_support import TYPINGS, check_target, parse_version, resolve_typing
+from profiler.engine_cache import EngineCache, cache_key, graph_signature
 from profiler.environment import package_version
 from profiler.fingerprint import software
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, export_onnx
 from profiler.structured_sparsity import prune_2_4_
 from profiler.timing import Runner
+from profiler.workload import initial_state, stage_inputs, stage_io
 
 SPARSITIES: tuple[str, ...] = ("none", "2:4")
 _TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -37,14 +44,16 @@ _TORCH_DTYPES: dict[str, torch.dtype] = {
     "INT64": torch.int64,
     "BOOL": torch.bool,
 }
+_PRECISION_FLAG = {"fp16": "FP16", "bf16": "BF16"}
 
 
 @dataclass(frozen=True)
 class BuildPlan:
     """Everything about how an engine is built, decided without TensorRT (so it is testable without a GPU)."""
 
-    onnx_precision: str  # the dtype the module is exported in; strongly typed networks keep it
-    strongly_typed_flag: bool  # pass NetworkDefinitionCreationFlag.STRONGLY_TYPED (TensorRT 9/10)
+    onnx_precision: str  # the dtype the module is exported in
+    typing: str  # "strong": the graph's types are kept; "flags": builder flags allow reduced precision
+    network_flags: tuple[str, ...]  # trt.NetworkDefinitionCreationFlag names
     set_flags: tuple[str, ...]  # trt.BuilderFlag names
     clear_flags: tuple[str, ...]
     workspace_bytes: int
@@ -58,38 +67,48 @@ class BuildPlan:
 def build_plan(
     precision: str,
     sparsity: str = "none",
-    trt_major: int = 10,
-    allow_tf32: bool = False,
+    trt_version: str = "10.13",
+    tf32: bool = False,
     workspace_gib: float = 4.0,
     optimization_level: int = 3,
+    typing: str = "auto",
 ) -> BuildPlan:
     if precision not in TensorRtBackend.precisions:
         raise ValueError(f"tensorrt precision must be one of {list(TensorRtBackend.precisions)}, got {precision!r}")
     if sparsity not in SPARSITIES:
         raise ValueError(f"sparsity must be one of {list(SPARSITIES)}, got {sparsity!r}")
-    if trt_major < 9:
-        raise ValueError(f"TensorRT {trt_major} is not supported; strongly typed networks need TensorRT >= 9")
     if not 0 <= optimization_level <= 5:
         raise ValueError(f"optimization_level must be 0..5, got {optimization_level}")
     if workspace_gib <= 0:
         raise ValueError(f"workspace_gib must be > 0, got {workspace_gib}")
-    sparse = sparsity == "2:4"
+    trt = parse_version(trt_version)
+    if trt < (8, 6):
+        raise ValueError(f"TensorRT {trt_version} is not supported; use 8.6 or later")
+    mode = resolve_typing(typing, trt)
+    if precision == "bf16" and trt < (9, 0):
+        raise ValueError(f"TensorRT {trt_version} has no bf16")
+    network_flags: tuple[str, ...] = ()
+    if trt < (10, 0):
+        network_flags += ("EXPLICIT_BATCH",)  # implicit batch is gone from TensorRT 10 on
+    if mode == "strong" and trt < (11, 0):
+        network_flags += ("STRONGLY_TYPED",)  # always on, the flag deprecated, from TensorRT 11
+    set_flags: list[str] = []
+    if mode == "flags" and precision in _PRECISION_FLAG:
+        set_flags.append(_PRECISION_FLAG[precision])
+    if sparsity == "2:4":
+        set_flags.append("SPARSE_WEIGHTS")
+    if tf32:
+        set_flags.append("TF32")
     return BuildPlan(
         onnx_precision=precision,
-        strongly_typed_flag=trt_major < 11,  # always on and the flag deprecated from TensorRT 11
-        set_flags=("SPARSE_WEIGHTS",) if sparse else (),
-        clear_flags=("TF32",) if precision == "fp32" and not allow_tf32 else (),
+        typing=mode,
+        network_flags=network_flags,
+        set_flags=tuple(set_flags),
+        clear_flags=() if tf32 else ("TF32",),  # TF32 is on by default in a builder config
         workspace_bytes=int(workspace_gib * 2**30),
         optimization_level=optimization_level,
-        prune_2_4=sparse,
+        prune_2_4=sparsity == "2:4",
     )
-
-
-def trt_major_version(version: str) -> int:
-    try:
-        return int(version.split(".")[0])
-    except ValueError:
-        raise ValueError(f"cannot read a TensorRT major version from {version!r}") from None
 
 
 def _import_tensorrt() -> Any:
@@ -97,7 +116,7 @@ def _import_tensorrt() -> Any:
         import tensorrt as trt
     except ImportError as exc:  # includes a missing libnvinfer behind the bindings
         raise BackendUnavailable(
-            f"tensorrt is not importable ({exc}); install tensorrt-cu12 (or -cu13) on a machine with an NVIDIA GPU"
+            f"tensorrt is not importable ({exc}); install tensorrt-cu12 on a machine with an NVIDIA GPU"
         ) from exc
     return trt
 
@@ -105,60 +124,62 @@ def _import_tensorrt() -> Any:
 class TensorRtBackend(Backend):
     name = "tensorrt"
     precisions = ("fp32", "fp16", "bf16")
+    option_specs = (
+        OptionSpec("sparsity", str, "none", "2:4 structured weights (Ampere and later)", allowed=SPARSITIES),
+        OptionSpec("tf32", bool, False, "let fp32 layers use TF32 tensor cores"),
+        OptionSpec("typing", str, "auto", "strongly typed network or builder precision flags", allowed=TYPINGS),
+        OptionSpec("workspace_gib", float, 4.0, "builder workspace limit", bounds=(0.0625, None)),
+        OptionSpec("optimization_level", int, 3, "builder optimization level", bounds=(0, 5)),
+        OptionSpec("exporter", str, "torchscript", "torch's ONNX exporter", allowed=EXPORTERS),
+        OptionSpec("opset", int, DEFAULT_OPSET, "ONNX opset of the exported graph", bounds=(17, None)),
+        OptionSpec("engine_cache", str, None, "engine cache directory (default: see engine_cache.py)", recorded=False),
+    )
 
-    def __init__(
-        self,
-        precision: str = "fp16",
-        threads: int | None = None,
-        sparsity: str = "none",
-        allow_tf32: bool = False,
-        workspace_gib: float = 4.0,
-        optimization_level: int = 3,
-        exporter: str = "torchscript",
-        opset: int = DEFAULT_OPSET,
-        engine_cache: str | Path | None = None,
-        **options: Any,
-    ):
-        if exporter not in EXPORTERS:
-            raise ValueError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
-        super().__init__(
-            precision, threads, sparsity=sparsity, allow_tf32=bool(allow_tf32), workspace_gib=float(workspace_gib),
-            optimization_level=int(optimization_level), exporter=exporter, opset=int(opset), **options,
-        )  # fmt: skip
-        build_plan(precision, sparsity, 10, allow_tf32, workspace_gib, optimization_level)  # reject bad settings now
+    def __init__(self, precision: str = "fp16", threads: int | None = None, **options: Any):
+        if options.get("engine_cache") is not None:
+            options["engine_cache"] = str(options["engine_cache"])
+        super().__init__(precision, threads, **options)
+        o = self.options
+        build_plan(precision, o["sparsity"], "10.13", o["tf32"], o["workspace_gib"], o["optimization_level"])
         if not torch.cuda.is_available():
-            raise BackendUnavailable("tensorrt needs an NVIDIA GPU and a CUDA build of torch; none is available here")
+            package = "" if importlib.util.find_spec("tensorrt") else "; the tensorrt package is not installed either"
+            raise BackendUnavailable(
+                f"tensorrt needs an NVIDIA GPU and a CUDA build of torch; none is available here{package}"
+            )
         self.trt = _import_tensorrt()
+        self.device = torch.device("cuda", torch.cuda.current_device())
+        check_target(self.trt.__version__, compute_capability(self.device), precision)
         self.plan = build_plan(
-            precision, sparsity, trt_major_version(self.trt.__version__), allow_tf32, workspace_gib, optimization_level
-        )
-        self.exporter, self.opset = exporter, int(opset)
-        self.cache = EngineCache(engine_cache)  # a local path: not part of the recorded settings
+            precision, o["sparsity"], self.trt.__version__, o["tf32"], o["workspace_gib"], o["optimization_level"],
+            o["typing"],
+        )  # fmt: skip
+        self.cache = EngineCache(o["engine_cache"])
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
-        self.device = torch.device("cuda", torch.cuda.current_device())
         self.stream = torch.cuda.Stream(self.device)
         self.engines_built = 0
         self.engines_reused = 0
+
+    @property
+    def stage_timing(self) -> str:
+        return "in-context-chained-engines"
 
     def versions(self) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(self.device)
         return {"tensorrt": self.trt.__version__, "gpu": props.name, "compute_capability": [props.major, props.minor]}
 
     def engine_bytes(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> bytes:
-        """The serialized engine for this module: from the cache, or built from its ONNX graph and cached."""
-        dtype = PRECISIONS[self.plan.onnx_precision]
-        module = module.eval().to(dtype=dtype)
-        inputs = tuple(x.to(dtype=dtype) if x.is_floating_point() else x for x in inputs)
-        build = {**self.plan.as_dict(), "exporter": self.exporter, "opset": self.opset}
-        key = cache_key(module_signature(module, inputs), build, self.versions())
+        """The serialized engine for this module (on the GPU, in the plan's precision): from the cache, keyed by
+        the exported graph's structure, or built and cached."""
+        if self.plan.prune_2_4:
+            prune_2_4_(module)
+        graph = export_onnx(module, inputs, exporter=self.options["exporter"], opset=self.options["opset"])
+        build = {**self.plan.as_dict(), "exporter": self.options["exporter"], "opset": self.options["opset"]}
+        key = cache_key(graph_signature(graph.model), build, self.versions())
         cached = self.cache.get(key)
         if cached is not None:
             self.engines_reused += 1
             return cached
-        if self.plan.prune_2_4:
-            prune_2_4_(module)
-        graph = export_onnx(module, inputs, exporter=self.exporter, opset=self.opset)  # type: ignore[arg-type]
         engine = self._build(graph.model)
         self.cache.put(key, engine)
         self.engines_built += 1
@@ -167,7 +188,9 @@ class TensorRtBackend(Backend):
     def _build(self, onnx_model: bytes) -> bytes:
         trt, plan = self.trt, self.plan
         builder = trt.Builder(self.logger)
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed_flag else 0
+        flags = 0
+        for name in plan.network_flags:
+            flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse(onnx_model):
@@ -185,42 +208,60 @@ class TensorRtBackend(Backend):
             raise RuntimeError("TensorRT failed to build the engine (see the TensorRT log above)")
         return bytes(serialized)
 
-    def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
+    def _pipeline_runner(self, stages: list[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
         trt = self.trt
-        engine = self.runtime.deserialize_cuda_engine(self.engine_bytes(module, inputs))
-        if engine is None:
-            raise RuntimeError("TensorRT could not deserialize the engine (version or GPU mismatch?)")
-        context = engine.create_execution_context()
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        feeds = {f"input{i}": x for i, x in enumerate(inputs)}  # export_onnx's names, kept by the ONNX parser
-        buffers: list[Tensor] = []
-        for name in names:
-            dtype = _TORCH_DTYPES[engine.get_tensor_dtype(name).name]
-            shape = tuple(engine.get_tensor_shape(name))
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                tensor = feeds[name].to(device=self.device, dtype=dtype).reshape(shape).contiguous()
-            else:
-                tensor = torch.empty(shape, dtype=dtype, device=self.device)
-            context.set_tensor_address(name, tensor.data_ptr())
-            buffers.append(tensor)
+        dtype = self.dtype
+        stages = [stage.eval().to(device=self.device, dtype=dtype) for stage in stages]
+        inputs = tuple(x.to(device=self.device, dtype=dtype if x.is_floating_point() else x.dtype) for x in inputs)
+        examples = stage_inputs(stages, inputs)  # one run on the GPU, for the graphs' shapes
+        state = {name: x.contiguous() for name, x in initial_state(stages, inputs).items()}
+        engines, contexts = [], []
+        for stage, example in zip(stages, examples, strict=True):
+            engine = self.runtime.deserialize_cuda_engine(self.engine_bytes(stage, example))
+            if engine is None:
+                raise RuntimeError("TensorRT could not deserialize the engine (version or GPU mismatch?)")
+            context = engine.create_execution_context()
+            reads, writes = stage_io(stage)
+            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            routes = {f"input{i}": name for i, name in enumerate(reads)}  # export_onnx's names, kept by the parser
+            routes |= {f"output{i}": name for i, name in enumerate(writes)}
+            for name in names:
+                dtype_of = _TORCH_DTYPES[engine.get_tensor_dtype(name).name]
+                shape = tuple(engine.get_tensor_shape(name))
+                if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                    tensor = state[routes[name]]
+                    if tensor.dtype != dtype_of or tuple(tensor.shape) != shape:
+                        raise RuntimeError(f"engine input {name} wants {dtype_of} {shape}, the pipeline has "
+                                           f"{tensor.dtype} {tuple(tensor.shape)}")  # fmt: skip
+                else:
+                    tensor = torch.empty(shape, dtype=dtype_of, device=self.device)
+                    state[routes[name]] = tensor
+                if not context.set_tensor_address(name, tensor.data_ptr()):
+                    raise RuntimeError(f"TensorRT refused the address of tensor {name}")
+            engines.append(engine)
+            contexts.append(context)
         stream = self.stream
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(self.device)  # inputs copied before the first timed launch
+        torch.cuda.synchronize(self.device)  # inputs in place before the first timed launch
 
-        def run(iterations: int) -> float:
-            start.record(stream)
-            for _ in range(iterations):
+        def step_of(context: Any):
+            def step() -> None:
                 if not context.execute_async_v3(stream.cuda_stream):
                     raise RuntimeError("TensorRT execute_async_v3 failed")
-            end.record(stream)
-            end.synchronize()
-            return float(start.elapsed_time(end))
 
-        run.keepalive = (engine, context, buffers)  # type: ignore[attr-defined]  # bindings point into these
-        return run
+            return step
+
+        # buffers are bound by address: the runner keeps the engines, contexts and every buffer alive
+        return CudaEventRunner([step_of(c) for c in contexts], stream, resources=(engines, contexts, state))
 
     def environment(self) -> dict[str, dict[str, Any]]:
-        from profiler.backends.torch_cuda import cuda_device, cuda_software
+        from profiler.backends.torch_cuda import cuda_software
 
-        match = {**cuda_software(), "tensorrt": self.trt.__version__, "onnx": package_version("onnx")}
+        match = {
+            **cuda_software(),
+            "tensorrt": self.trt.__version__,
+            "onnx": package_version("onnx"),
+            "tensorrt_typing": self.plan.typing,
+            "tensorrt_tf32": "TF32" in self.plan.set_flags,
+            "tensorrt_builder_flags": list(self.plan.set_flags),
+        }
         return {"device": cuda_device(self.device), "software": software(match, {"build_plan": self.plan.as_dict()})}

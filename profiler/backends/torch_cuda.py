@@ -1,134 +1,124 @@
-"""Eager PyTorch on an NVIDIA GPU, timed with CUDA events on the stream; optionally replayed as a CUDA graph."""
+"""Eager PyTorch on an NVIDIA GPU, timed with CUDA events on the stream; optionally replayed as CUDA graphs.
+
+With `cuda_graphs`, every stage of a pipeline is captured as its own graph (in order, from one memory pool, each
+reading the previous graphs' output tensors), and the graphs are replayed back to back with events between them:
+the stages are timed as graph replays inside the running pipeline, as the option says. A single module is one graph.
+"""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend, BackendUnavailable
-from profiler.fingerprint import gpu_device, software, torch_software
+from profiler.backends.cuda_device import compute_capability, cuda_device, nvidia_smi_facts, require_bf16
+from profiler.backends.options import OptionSpec
+from profiler.backends.runners import CudaEventRunner
+from profiler.fingerprint import software, torch_software
 from profiler.timing import Runner
+from profiler.workload import initial_state, run_stage
+
+__all__ = ["TorchCudaBackend", "cuda_device", "cuda_software", "nvidia_smi_facts"]
+
+GRAPH_WARMUP_RUNS = 3
+"""Eager runs before capture, on a side stream, so lazy initialisation and allocations happen outside the graph."""
 
 
-def nvidia_smi_facts() -> dict[str, Any]:
-    """Driver and clocks as nvidia-smi reports them (empty where nvidia-smi is absent)."""
-    fields = "driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit,pstate"
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return {}
-    values = [v.strip() for v in out.split(",")]
-    return dict(zip(fields.split(","), values, strict=False))
-
-
-def cuda_device(device: torch.device | int | None = None) -> dict[str, Any]:
-    """The fingerprint of the GPU a CUDA backend times on (every CUDA backend records it this way)."""
-    props = torch.cuda.get_device_properties(device if device is not None else torch.cuda.current_device())
-    identity = {
-        "name": props.name,
-        "compute_capability": f"{props.major}.{props.minor}",
-        "memory_mib": int(props.total_memory // 2**20),
-        "sm_count": props.multi_processor_count,
+def torch_cuda_math_modes(tf32: bool) -> dict[str, Any]:
+    """The math modes a torch-cuda table is timed under: TF32 for fp32 matmuls and cuDNN convolutions (the stem)
+    only when asked for, reduced-precision reductions in fp16/bf16 matmuls as torch defaults them."""
+    return {
+        "float32_matmul_precision": "high" if tf32 else "highest",
+        "cudnn_allow_tf32": tf32,
     }
-    return gpu_device(identity, nvidia_smi_facts())
+
+
+def apply_torch_cuda_math_modes(modes: dict[str, Any]) -> None:
+    """Set them process-wide (NVIDIA's containers may preset TF32 on; cuDNN's TF32 is on by default)."""
+    torch.set_float32_matmul_precision(modes["float32_matmul_precision"])
+    torch.backends.cudnn.allow_tf32 = modes["cudnn_allow_tf32"]
 
 
 def cuda_software() -> dict[str, Any]:
-    """CUDA, cuDNN and the TF32 math modes: each changes which kernels run and what fp32 means."""
+    """CUDA, cuDNN and the math modes in force: each changes which kernels run and what fp32 means."""
+    matmul = torch.backends.cuda.matmul
     return {
         **torch_software(),
         "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(),
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cuda_matmul_allow_tf32": matmul.allow_tf32,
+        "cuda_matmul_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
+        "cuda_matmul_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
     }
 
 
 class TorchCudaBackend(Backend):
     name = "torch-cuda"
     precisions = ("fp32", "fp16", "bf16")
-    stage_timing = "in-context"
+    option_specs = (
+        OptionSpec("cuda_graphs", bool, False, "replay each stage (or the whole module) as a CUDA graph"),
+        OptionSpec("tf32", bool, False, "let fp32 matmuls and convolutions use TF32 tensor cores"),
+    )
 
-    def __init__(self, precision: str = "fp16", threads: int | None = None, cuda_graphs: bool = False, **options):
-        super().__init__(precision, threads, cuda_graphs=bool(cuda_graphs), **options)
+    def __init__(self, precision: str = "fp16", threads: int | None = None, **options: Any):
+        super().__init__(precision, threads, **options)
         if not torch.cuda.is_available():
-            raise BackendUnavailable("torch-cuda needs an NVIDIA GPU and a CUDA build of torch; none is available")
-        self.device = torch.device("cuda")
-        self.cuda_graphs = bool(cuda_graphs)
+            raise BackendUnavailable("torch-cuda needs an NVIDIA GPU and a CUDA build of torch; none is available here")
+        self.device = torch.device("cuda", torch.cuda.current_device())
+        if precision == "bf16":
+            require_bf16(self.name, compute_capability(self.device))
+        self.math_modes = torch_cuda_math_modes(self.options["tf32"])
 
-    def prepare(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> Runner:
-        module = module.eval().to(device=self.device, dtype=self.dtype)
-        inputs = tuple(x.to(device=self.device, dtype=self.dtype if x.is_floating_point() else x.dtype) for x in inputs)
-        step = self._graph_step(module, inputs) if self.cuda_graphs else (lambda: module(*inputs))
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    @property
+    def stage_timing(self) -> str:
+        return "in-context-cuda-graph-per-stage" if self.options["cuda_graphs"] else "in-context"
 
-        def run(iterations: int) -> float:
-            with torch.inference_mode():
-                start.record()
-                for _ in range(iterations):
-                    step()
-                end.record()
-                end.synchronize()
-            return float(start.elapsed_time(end))
+    def apply_process_settings(self) -> None:
+        apply_torch_cuda_math_modes(self.math_modes)
 
-        return run
-
-    def prepare_pipeline(self, stages: Sequence[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
-        """CUDA events recorded between stages on the stream time each stage inside the running pipeline.
-
-        (CUDA graphs are not used here: a graph replays the whole pipeline as one launch.)
-        """
+    def _pipeline_runner(self, stages: list[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
         stages = [stage.eval().to(device=self.device, dtype=self.dtype) for stage in stages]
         inputs = tuple(x.to(device=self.device, dtype=self.dtype if x.is_floating_point() else x.dtype) for x in inputs)
-        events: list[torch.cuda.Event] = []
+        start = initial_state(stages, inputs)
+        stream = torch.cuda.current_stream(self.device)
+        if self.options["cuda_graphs"]:
+            return self._graph_runner(stages, start, stream)
+        state: dict[str, Tensor] = {}
 
-        def run(iterations: int) -> np.ndarray:
-            needed = iterations * (len(stages) + 1)
-            while len(events) < needed:
-                events.append(torch.cuda.Event(enable_timing=True))
-            with torch.inference_mode():
-                k = 0
-                for _ in range(iterations):
-                    state = inputs
-                    events[k].record()
-                    for stage in stages:
-                        state = stage(*state)
-                        k += 1
-                        events[k].record()
-                    k += 1
-                events[k - 1].synchronize()
-            totals = np.zeros(len(stages))
-            for it in range(iterations):
-                base = it * (len(stages) + 1)
-                for i in range(len(stages)):
-                    totals[i] += events[base + i].elapsed_time(events[base + i + 1])
-            return totals
+        def reset() -> None:
+            state.clear()
+            state.update(start)
 
-        return run
+        steps = [lambda stage=stage: run_stage(stage, state) for stage in stages]
+        return CudaEventRunner(
+            steps, stream, resources=(stages, start, state), reset=reset, context=torch.inference_mode
+        )
 
-    @staticmethod
-    def _graph_step(module: nn.Module, inputs: tuple[Tensor, ...]):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
+    def _graph_runner(self, stages: list[nn.Module], start: dict[str, Tensor], stream: torch.cuda.Stream) -> Runner:
+        """One CUDA graph per stage, captured in pipeline order from one memory pool; replayed in that order (which
+        a shared pool requires). The runner keeps the modules (weights), the inputs and every graph's outputs."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(stream)
         with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(3):  # warm up allocations outside the capture
-                module(*inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            module(*inputs)
-        return graph.replay
+            for _ in range(GRAPH_WARMUP_RUNS):
+                state = dict(start)
+                for stage in stages:
+                    run_stage(stage, state)
+        stream.wait_stream(side)
+        pool = torch.cuda.graph_pool_handle()
+        state = dict(start)
+        graphs = []
+        with torch.inference_mode():
+            for stage in stages:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    run_stage(stage, state)
+                graphs.append(graph)
+        torch.cuda.synchronize(self.device)
+        return CudaEventRunner([g.replay for g in graphs], stream, resources=(stages, start, state, graphs, pool))
 
     def environment(self) -> dict[str, dict[str, Any]]:
         return {"device": cuda_device(self.device), "software": software(cuda_software())}

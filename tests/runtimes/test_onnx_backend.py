@@ -26,7 +26,11 @@ def test_registered_and_created_with_recorded_settings() -> None:
     assert settings["options"] == {"provider": "cpu", "exporter": "torchscript", "opset": 17}
     env = backend.environment()
     assert env["device"]["kind"] == "cpu" and env["device"]["recorded"]["ort_intra_op_threads"] == 1
-    assert env["software"]["onnxruntime"] and "CPUExecutionProvider" in env["software"]["onnxruntime_providers"]
+    import onnxruntime as ort
+
+    assert env["software"]["match"]["onnxruntime"] == ort.__version__  # whichever package installed it
+    assert "CPUExecutionProvider" in env["software"]["recorded"]["onnxruntime_providers"]
+    assert env["software"]["recorded"]["onnxruntime_distribution"].startswith("onnxruntime")
 
 
 def test_session_options_pin_threads_and_optimizations() -> None:

@@ -70,3 +70,23 @@ def test_unknown_exporter_is_refused() -> None:
     module, inputs = build_block(BlockDims(16, 1, 8, 8, 16), Workload(1, 4))
     with pytest.raises(ValueError, match="exporter"):
         export_onnx(module, inputs, exporter="magic")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "onnx_type"), [(torch.float16, onnx.TensorProto.FLOAT16), (torch.bfloat16, onnx.TensorProto.BFLOAT16)]
+)
+def test_half_precision_blocks_export_in_their_precision(dtype: torch.dtype, onnx_type: int) -> None:
+    module, inputs = build_block(BlockDims(emb=32, heads=2, qk=8, v=16, mlp=48), Workload(batch=2, tokens=5))
+    module, inputs = module.to(dtype), tuple(x.to(dtype) for x in inputs)
+    proto = onnx.load_model_from_string(export_onnx(module, inputs).model)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx_type
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx_type
+
+
+def test_export_runs_the_module_once() -> None:
+    """The exporter's trace is the only run: a second, full-size one doubled the cost of every cache miss."""
+    module, inputs = build_model(ModelDims(32, (BlockWidths(2, 8, 8, 32),)), Workload(2, 5))
+    devices: list[str] = []
+    module.register_forward_hook(lambda _module, args, _out: devices.append(args[0].device.type))
+    export_onnx(module, inputs)
+    assert devices.count("cpu") == 1  # counting outputs runs on the meta device, which computes nothing

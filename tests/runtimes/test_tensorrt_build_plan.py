@@ -1,4 +1,4 @@
-"""How TensorRT engines are configured, decided without a GPU; and a clear refusal where no GPU exists."""
+"""How TensorRT engines are configured for each release and GPU, decided without a GPU; clear refusals."""
 
 from __future__ import annotations
 
@@ -8,27 +8,46 @@ import pytest
 import torch
 
 from profiler.backends import BackendUnavailable, backend_names, create_backend
-from profiler.backends.tensorrt_backend import TensorRtBackend, build_plan, trt_major_version
+from profiler.backends.tensorrt_backend import TensorRtBackend, build_plan
+from profiler.backends.tensorrt_support import check_target, newest_release_for, parse_version
 
 
 def test_fp16_on_tensorrt_10_is_a_strongly_typed_fp16_graph() -> None:
-    plan = build_plan("fp16", trt_major=10)
-    assert plan.onnx_precision == "fp16" and plan.strongly_typed_flag
-    assert plan.set_flags == () and plan.clear_flags == () and not plan.prune_2_4
+    plan = build_plan("fp16", trt_version="10.13.3")
+    assert plan.onnx_precision == "fp16" and plan.typing == "strong"
+    assert plan.network_flags == ("STRONGLY_TYPED",) and plan.set_flags == () and not plan.prune_2_4
 
 
-def test_tensorrt_11_needs_no_strongly_typed_flag() -> None:
-    assert not build_plan("fp16", trt_major=11).strongly_typed_flag  # always strongly typed, flag deprecated
+def test_tensorrt_11_needs_no_network_flag() -> None:
+    plan = build_plan("fp16", trt_version="11.4.0")
+    assert plan.typing == "strong" and plan.network_flags == ()  # always strongly typed, flag deprecated
+    with pytest.raises(ValueError, match="removed the precision builder flags"):
+        build_plan("fp16", trt_version="11.4.0", typing="flags")
 
 
-def test_fp32_is_strict_unless_tf32_is_allowed() -> None:
-    assert build_plan("fp32", trt_major=10).clear_flags == ("TF32",)
-    assert build_plan("fp32", trt_major=10, allow_tf32=True).clear_flags == ()
-    assert build_plan("bf16", trt_major=10).clear_flags == ()
+def test_tensorrt_8_6_takes_precision_by_builder_flags() -> None:
+    plan = build_plan("fp16", trt_version="8.6.1")
+    assert plan.typing == "flags" and plan.set_flags == ("FP16",)
+    assert plan.network_flags == ("EXPLICIT_BATCH",)  # no STRONGLY_TYPED before TensorRT 9
+    with pytest.raises(ValueError, match="no strongly typed"):
+        build_plan("fp16", trt_version="8.6.1", typing="strong")
+    with pytest.raises(ValueError, match="no bf16"):
+        build_plan("bf16", trt_version="8.6.1")
+
+
+def test_tensorrt_10_4_can_use_builder_flags_for_volta_images() -> None:
+    plan = build_plan("fp16", trt_version="10.4.0", typing="flags")
+    assert plan.network_flags == () and plan.set_flags == ("FP16",)
+
+
+def test_tf32_is_set_or_cleared_explicitly() -> None:
+    assert build_plan("fp32").clear_flags == ("TF32",) and "TF32" not in build_plan("fp32").set_flags
+    on = build_plan("fp32", tf32=True)
+    assert "TF32" in on.set_flags and on.clear_flags == ()
 
 
 def test_2_4_sparsity_prunes_and_sets_sparse_weights() -> None:
-    plan = build_plan("fp16", "2:4", trt_major=10)
+    plan = build_plan("fp16", "2:4")
     assert plan.prune_2_4 and plan.set_flags == ("SPARSE_WEIGHTS",)
 
 
@@ -42,7 +61,7 @@ def test_workspace_and_optimization_level() -> None:
     [
         ({"precision": "int4"}, "precision"),
         ({"precision": "fp16", "sparsity": "1:8"}, "sparsity"),
-        ({"precision": "fp16", "trt_major": 8}, "TensorRT 8"),
+        ({"precision": "fp16", "trt_version": "8.5.3"}, "TensorRT 8.5.3"),
         ({"precision": "fp16", "optimization_level": 7}, "optimization_level"),
         ({"precision": "fp16", "workspace_gib": 0}, "workspace_gib"),
     ],
@@ -52,10 +71,36 @@ def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
         build_plan(**kwargs)
 
 
-def test_major_version_parsing() -> None:
-    assert trt_major_version("10.13.3.9") == 10 and trt_major_version("11.4.0") == 11
-    with pytest.raises(ValueError, match="major version"):
-        trt_major_version("unknown")
+def test_version_parsing() -> None:
+    assert parse_version("10.13.3.9") == (10, 13) and parse_version("11.4") == (11, 4)
+    with pytest.raises(ValueError, match="TensorRT version"):
+        parse_version("unknown")
+
+
+@pytest.mark.parametrize(
+    ("trt", "capability", "names"),
+    [
+        ("10.13.3", (7, 0), ["10.4", "8.6", "7.0"]),  # V100 with a current TensorRT
+        ("11.4.0", (7, 0), ["10.4", "8.6"]),
+        ("10.5.0", (6, 1), ["8.6"]),  # Pascal
+        ("10.4.0", (6, 0), ["8.6"]),
+    ],
+)
+def test_a_gpu_the_installed_tensorrt_cannot_target_is_refused_naming_the_release(trt, capability, names) -> None:
+    with pytest.raises(BackendUnavailable) as info:
+        check_target(trt, capability, "fp16")
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_supported_targets_pass_and_bf16_needs_ampere() -> None:
+    check_target("10.4.0", (7, 0), "fp16")  # the last release with Volta
+    check_target("8.6.1", (7, 0), "fp32")
+    check_target("11.4.0", (9, 0), "bf16")
+    check_target("10.13.3", (7, 5), "fp16")
+    with pytest.raises(BackendUnavailable, match=r"bf16 needs compute capability 8\.0"):
+        check_target("10.13.3", (7, 5), "bf16")
+    assert newest_release_for((9, 0)) is None and newest_release_for((7, 0)).startswith("10.4")
 
 
 def test_registered() -> None:
@@ -76,8 +121,18 @@ def test_plan_flag_names_exist_in_the_installed_tensorrt() -> None:
         import tensorrt as trt
     except ImportError as exc:  # bindings present without libnvinfer: nothing to check against
         pytest.skip(f"tensorrt bindings do not load here: {exc}")
-    plan = build_plan("fp32", "2:4", trt_major=trt_major_version(trt.__version__))
+    plan = build_plan("fp32", "2:4", trt_version=trt.__version__, tf32=True)
     for name in (*plan.set_flags, *plan.clear_flags):
         assert hasattr(trt.BuilderFlag, name)
-    assert hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    for name in plan.network_flags:
+        assert hasattr(trt.NetworkDefinitionCreationFlag, name)
     assert hasattr(trt.MemoryPoolType, "WORKSPACE")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the refusal on a machine without a GPU")
+def test_profile_with_tensorrt_here_fails_in_one_line(tmp_path, capsys) -> None:
+    from profiler.cli import main
+
+    assert main(["profile", "--backend", "tensorrt", "--grid", "tiny", "--out", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "NVIDIA GPU" in err and "Traceback" not in err

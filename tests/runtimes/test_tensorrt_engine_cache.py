@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lut_server.dims import BlockDims
-from profiler.engine_cache import EngineCache, cache_key, default_cache_dir, module_signature
+from profiler.engine_cache import EngineCache, cache_key, default_cache_dir, graph_signature
+from profiler.onnx_export import export_onnx
 from profiler.workload import Workload, build_block, build_part
 
 BUILD = {"onnx_precision": "fp16", "prune_2_4": False, "set_flags": [], "clear_flags": []}
@@ -16,7 +17,7 @@ VERSIONS = {"tensorrt": "10.13.0", "gpu": "NVIDIA H100", "compute_capability": [
 
 def _key(dims: BlockDims, build: dict = BUILD, versions: dict = VERSIONS, workload: Workload | None = None) -> str:
     module, inputs = build_block(dims, workload or Workload(batch=2, tokens=17))
-    return cache_key(module_signature(module, inputs), build, versions)
+    return cache_key(graph_signature(export_onnx(module, inputs).model), build, versions)
 
 
 def test_same_dims_give_the_same_key_whatever_the_weights() -> None:
@@ -51,10 +52,20 @@ def test_workload_precision_sparsity_and_versions_are_in_the_key() -> None:
 def test_parts_with_equal_shapes_but_different_computation_do_not_collide() -> None:
     dims = {"emb": 64, "heads": 2, "qk": 16, "v": 16, "mlp": 64}
     keys = {
-        cache_key(module_signature(*build_part(p, dims, Workload(1, 9))), BUILD, VERSIONS)
+        cache_key(graph_signature(export_onnx(*build_part(p, dims, Workload(1, 9))).model), BUILD, VERSIONS)
         for p in ("attn_qk", "attn_v", "mlp")
     }
     assert len(keys) == 3
+
+
+@pytest.mark.parametrize(("first", "second"), [((2, 24), (6, 8)), ((1, 48), (3, 16)), ((4, 8), (2, 16))])
+def test_attention_scores_with_equal_weight_shapes_but_other_heads_do_not_collide(first, second) -> None:
+    """(2·heads·qk, emb) is the Q/K weight's shape: heads=2, qk=24 and heads=6, qk=8 share every shape."""
+    keys = set()
+    for heads, qk in (first, second):
+        stage, inputs = build_part("attn_qk", {"emb": 64, "heads": heads, "qk": qk}, Workload(2, 9))
+        keys.add(cache_key(graph_signature(export_onnx(stage, inputs).model), BUILD, VERSIONS))
+    assert len(keys) == 2
 
 
 def test_put_get_roundtrip_and_bad_keys(tmp_path: Path) -> None:

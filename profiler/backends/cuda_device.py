@@ -1,0 +1,115 @@
+"""Which physical GPU a CUDA backend times on, and its fingerprint.
+
+nvidia-smi lists every GPU of the machine in PCI order, while CUDA numbers only the visible ones
+(CUDA_VISIBLE_DEVICES, in the order it gives, by index or UUID). Reading nvidia-smi's first line records another
+GPU's clocks, P-state and power limit on a sharded run, so the row is chosen by the device's UUID as CUDA reports
+it, or else through the CUDA_VISIBLE_DEVICES mapping.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from profiler.fingerprint import gpu_device
+
+SMI_FIELDS: tuple[str, ...] = (
+    "index",
+    "uuid",
+    "pci.bus_id",
+    "driver_version",
+    "clocks.sm",
+    "clocks.mem",
+    "clocks.max.sm",
+    "power.limit",
+    "pstate",
+)
+
+
+def parse_nvidia_smi(text: str, fields: Sequence[str] = SMI_FIELDS) -> list[dict[str, str]]:
+    """Rows of `nvidia-smi --query-gpu=... --format=csv,noheader,nounits` as dicts of stripped strings."""
+    rows = []
+    for line in text.splitlines():
+        if line.strip():
+            rows.append(dict(zip(fields, (v.strip() for v in line.split(",")), strict=False)))
+    return rows
+
+
+def _normal_uuid(value: str) -> str:
+    value = value.strip().lower()
+    return value[4:] if value.startswith("gpu-") else value
+
+
+def visible_gpu_row(
+    rows: list[dict[str, str]], uuid: str | None, ordinal: int, cuda_visible_devices: str | None
+) -> dict[str, str] | None:
+    """The nvidia-smi row of CUDA device `ordinal`: by UUID when known, else by the CUDA_VISIBLE_DEVICES entry
+    (an index or a UUID prefix), else the only GPU. None when it cannot be told which row it is."""
+    if uuid:
+        wanted = _normal_uuid(uuid)
+        return next((row for row in rows if _normal_uuid(row.get("uuid", "")) == wanted), None)
+    if cuda_visible_devices:
+        entries = [e.strip() for e in cuda_visible_devices.split(",") if e.strip()]
+        if ordinal >= len(entries):
+            return None
+        entry = entries[ordinal]
+        if entry.isdigit():
+            return next((row for row in rows if row.get("index") == entry), None)
+        prefix = _normal_uuid(entry)
+        matches = [row for row in rows if _normal_uuid(row.get("uuid", "")).startswith(prefix)]
+        return matches[0] if len(matches) == 1 else None
+    return rows[0] if len(rows) == 1 else None
+
+
+def nvidia_smi_facts(uuid: str | None, ordinal: int) -> dict[str, Any]:
+    """Driver, clocks, power limit and P-state of the visible GPU (empty where nvidia-smi is absent or the GPU
+    cannot be identified: an unknown row is better than another GPU's)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    row = visible_gpu_row(parse_nvidia_smi(out), uuid, ordinal, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return dict(row) if row else {}
+
+
+def cuda_device(device: Any = None) -> dict[str, Any]:
+    """The fingerprint of the GPU a CUDA backend times on (every CUDA backend records it this way)."""
+    import torch
+
+    index = torch.device(device).index if isinstance(device, torch.device | str) else device
+    index = torch.cuda.current_device() if index is None else index
+    props = torch.cuda.get_device_properties(index)
+    identity = {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_mib": int(props.total_memory // 2**20),
+        "sm_count": props.multi_processor_count,
+    }
+    uuid = str(getattr(props, "uuid", "") or "") or None
+    return gpu_device(identity, nvidia_smi_facts(uuid, index))
+
+
+def compute_capability(device: Any = None) -> tuple[int, int]:
+    import torch
+
+    props = torch.cuda.get_device_properties(device if device is not None else torch.cuda.current_device())
+    return props.major, props.minor
+
+
+def require_bf16(backend: str, capability: tuple[int, int]) -> None:
+    """bf16 tensor cores start with Ampere (sm 8.0); below it a bf16 table would time emulation or fail."""
+    from profiler.backends.base import BackendUnavailable
+
+    if capability < (8, 0):
+        raise BackendUnavailable(
+            f"{backend} bf16 needs compute capability 8.0 or later (Ampere); this GPU is "
+            f"{capability[0]}.{capability[1]}: profile fp16 or fp32"
+        )

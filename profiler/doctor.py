@@ -1,0 +1,184 @@
+"""`python -m profiler doctor [--json]`: what works on this machine, in numbers, within two minutes.
+
+The first thing a user runs on a new machine (a GPU one above all, where nothing in this project has been run
+before). It prints the device fingerprint; for each backend whether it can run here and, if not, why (a missing
+package, no NVIDIA GPU, an architecture or precision the installed TensorRT cannot build for); and for each one
+that can, a mid-size block timed as its parts inside the running block and as a whole block, and a 4-block model
+against the sum of its blocks timed alone. Those give the two errors a table built from parts carries here (the
+split and the stacking), next to the timer noise (the same block timed twice), so the user sees whether the part
+split holds on this device before spending hours on a sweep. Exit 0 when at least one backend works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from typing import Any
+
+from torch import nn
+
+from lut_server.dims import BlockDims
+from profiler.backends import Backend, BackendUnavailable, backend_names, create_backend
+from profiler.fingerprint import cpu_device
+from profiler.timing import Protocol, measure
+from profiler.workload import Workload, build_block, build_pipeline
+
+MID_BLOCK = BlockDims(emb=384, heads=6, qk=64, v=64, mlp=1536)
+"""DeiT-Small's block: mid-size on every device this project targets."""
+MODEL_BLOCKS = (
+    BlockDims(384, 6, 64, 64, 1536),
+    BlockDims(384, 4, 48, 64, 1152),
+    BlockDims(384, 6, 32, 48, 768),
+    BlockDims(384, 3, 64, 32, 1536),
+)
+"""A 4-block model of pruned-looking blocks (one EMB, different widths), as a pruned DeiT-S's would be."""
+PROTOCOL = Protocol(warmup_s=0.1, min_repeats=10, min_duration_s=0.25, max_duration_s=1.5, passes=1)
+DEADLINE_S = 100.0
+"""After this long, backends not yet timed are listed as usable but not timed, so the doctor ends within 2 min."""
+CPU_WORKLOAD = Workload(batch=1, tokens=197)
+GPU_WORKLOAD = Workload(batch=64, tokens=197)
+CHOICES: dict[str, dict[str, Any]] = {
+    "torch-cpu": {"precision": "fp32", "threads": 1},
+    "onnxruntime": {"precision": "fp32", "threads": 1},
+    "torch-cuda": {"precision": "fp16"},
+    "tensorrt": {"precision": "fp16", "optimization_level": 2},
+}
+"""How doctor creates each backend. TensorRT builds at a lower optimization level so its nine engines build in
+time; a table's sweep uses the level it records."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("doctor", help="which backends work here, and how well a table of parts holds")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(handler=cmd_doctor)
+
+
+def _package_state(name: str) -> str:
+    if importlib.util.find_spec(name) is None:
+        return "not installed"
+    try:
+        module = __import__(name)
+    except Exception as exc:  # a package whose native libraries are missing fails in many ways
+        return f"installed but not importable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return f"{getattr(module, '__version__', '?')}"
+
+
+def fingerprint() -> dict[str, Any]:
+    """This machine's CPU fingerprint, and the GPU's where torch sees one."""
+    import torch
+
+    facts: dict[str, Any] = {"cpu": cpu_device(None)}
+    if torch.cuda.is_available():
+        from profiler.backends.cuda_device import cuda_device
+
+        facts["gpu"] = cuda_device()
+    else:
+        facts["gpu"] = None
+    facts["packages"] = {name: _package_state(name) for name in ("torch", "onnxruntime", "tensorrt")}
+    facts["torch_cuda_build"] = torch.version.cuda
+    return facts
+
+
+def _create(name: str) -> tuple[Backend | None, str | None]:
+    choice = dict(CHOICES.get(name, {"precision": "fp32"}))
+    precision, threads = choice.pop("precision"), choice.pop("threads", None)
+    try:
+        return create_backend(name, precision, threads, **choice), None
+    except (BackendUnavailable, ValueError) as exc:
+        return None, str(exc)
+
+
+def _pct(value: float, reference: float) -> float:
+    return round(100.0 * (value - reference) / reference, 2)
+
+
+def time_backend(backend: Backend) -> dict[str, Any]:
+    """The mid-size block as parts inside the block and as a whole; the 4-block model against its blocks."""
+    workload = GPU_WORKLOAD if backend.environment()["device"]["kind"] == "gpu" else CPU_WORKLOAD
+    names, stages, inputs = build_pipeline(MID_BLOCK, workload, with_model_parts=False)
+    parts = measure(backend.prepare_pipeline(stages, inputs), PROTOCOL)
+    block_run = backend.prepare(*build_block(MID_BLOCK, workload))
+    whole, again = measure(block_run, PROTOCOL), measure(block_run, PROTOCOL)
+    alone = [measure(backend.prepare(*build_block(dims, workload)), PROTOCOL).median_ms for dims in MODEL_BLOCKS]
+    model: nn.Module = nn.Sequential(*(build_block(dims, workload)[0] for dims in MODEL_BLOCKS))
+    stacked = measure(backend.prepare(model, build_block(MODEL_BLOCKS[0], workload)[1]), PROTOCOL)
+    return {
+        "workload": {"batch": workload.batch, "tokens": workload.tokens, "precision": backend.precision},
+        "stage_timing": backend.stage_timing,
+        "block": MID_BLOCK.as_dict(),
+        "parts_ms": {n: round(v, 4) for n, v in zip(names, parts.stage_median_ms, strict=True)},
+        "parts_sum_ms": round(parts.median_ms, 4),
+        "block_ms": round(whole.median_ms, 4),
+        "parts_vs_block_pct": _pct(parts.median_ms, whole.median_ms),
+        "model_blocks": [b.as_dict() for b in MODEL_BLOCKS],
+        "blocks_sum_ms": round(sum(alone), 4),
+        "model_ms": round(stacked.median_ms, 4),
+        "blocks_vs_model_pct": _pct(sum(alone), stacked.median_ms),
+        "timer_noise_pct": abs(_pct(again.median_ms, whole.median_ms)),
+        "block_rel_iqr_pct": round(100.0 * whole.rel_iqr, 2),
+    }
+
+
+def diagnose(deadline_s: float = DEADLINE_S) -> dict[str, Any]:
+    started = time.perf_counter()
+    report: dict[str, Any] = {"fingerprint": fingerprint(), "backends": {}}
+    for name in backend_names():
+        backend, reason = _create(name)
+        if backend is None:
+            report["backends"][name] = {"usable": False, "reason": reason}
+            continue
+        entry: dict[str, Any] = {"usable": True, "settings": backend.settings()}
+        if time.perf_counter() - started > deadline_s:
+            entry["timing"] = None
+            entry["note"] = f"not timed: the doctor's {deadline_s:.0f} s budget was spent"
+        else:
+            entry["timing"] = time_backend(backend)
+        backend.close()
+        report["backends"][name] = entry
+    report["usable"] = [n for n, e in report["backends"].items() if e["usable"]]
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    fp = report["fingerprint"]
+    gpu = fp["gpu"]
+    lines = [
+        f"CPU: {fp['cpu']['name']}",
+        f"GPU: {gpu['name'] if gpu else 'none visible to torch'} (torch CUDA build: {fp['torch_cuda_build']})",
+        "packages: " + ", ".join(f"{k} {v}" for k, v in fp["packages"].items()),
+        "",
+    ]
+    for name, entry in report["backends"].items():
+        if not entry["usable"]:
+            lines.append(f"{name}: not usable here: {entry['reason']}")
+            continue
+        t = entry.get("timing")
+        if t is None:
+            lines.append(f"{name}: usable; {entry.get('note', '')}")
+            continue
+        w = t["workload"]
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in t["parts_ms"].items())
+        lines += [
+            f"{name}: usable ({w['precision']}, batch {w['batch']}, {w['tokens']} tokens, stages {t['stage_timing']})",
+            f"  block {MID_BLOCK.as_dict()}: parts {parts} ms; sum {t['parts_sum_ms']:.3f} ms vs whole block "
+            f"{t['block_ms']:.3f} ms: {t['parts_vs_block_pct']:+.1f}%",
+            f"  4-block model: sum of blocks timed alone {t['blocks_sum_ms']:.3f} ms vs model {t['model_ms']:.3f} ms: "
+            f"{t['blocks_vs_model_pct']:+.1f}%",
+            f"  timer noise: same block twice {t['timer_noise_pct']:.1f}%, IQR/median {t['block_rel_iqr_pct']:.1f}%",
+        ]
+    usable = report["usable"]
+    lines += ["", f"usable backends: {', '.join(usable) if usable else 'none'} ({report['wall_s']} s)"]
+    return "\n".join(lines)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    report = diagnose()
+    print(json.dumps(report, indent=1) if args.json else render(report))
+    if not report["usable"]:
+        print("error: no backend can run here", file=sys.stderr)
+        return 1
+    return 0
