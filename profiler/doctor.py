@@ -22,6 +22,7 @@ from torch import nn
 
 from lut_server.dims import BlockDims
 from profiler.backends import Backend, BackendUnavailable, backend_names, create_backend
+from profiler.backends.glibc_malloc import default_allocator
 from profiler.fingerprint import cpu_device
 from profiler.timing import Protocol, measure
 from profiler.workload import Workload, build_block, build_pipeline
@@ -41,13 +42,13 @@ DEADLINE_S = 100.0
 CPU_WORKLOAD = Workload(batch=1, tokens=197)
 GPU_WORKLOAD = Workload(batch=64, tokens=197)
 CHOICES: dict[str, dict[str, Any]] = {
-    "torch-cpu": {"precision": "fp32", "threads": 1},
+    "torch-cpu": {"precision": "fp32", "threads": 1, "allocator": default_allocator()},
     "onnxruntime": {"precision": "fp32", "threads": 1},
     "torch-cuda": {"precision": "fp16"},
     "tensorrt": {"precision": "fp16", "optimization_level": 2},
 }
-"""How doctor creates each backend. TensorRT builds at a lower optimization level so its nine engines build in
-time; a table's sweep uses the level it records."""
+"""How doctor creates each backend (torch-cpu with the allocator `profile` uses by default). TensorRT builds at a
+lower optimization level so its nine engines build in time; a table's sweep uses the level it records."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
