@@ -29,7 +29,9 @@ from lut_server.dims import AXES, BlockWidths, ModelDims
 from lut_server.error_handlers import ApiError, install_error_handlers
 from lut_server.status_page import render_page
 from lut_server.strict_json import StrictJsonRoute
+from lut_server.table_body_route import TableBodyRoute
 from lut_server.table_format import TABLE_ID_PATTERN
+from lut_server.table_model import LatencyTableDocument
 from lut_server.table_store import TableStore
 
 TableId = Path(
@@ -110,18 +112,23 @@ def create_app(config: ServerConfig) -> FastAPI:
         """One table's summary, as listed by /v1/tables (what a client needs: provenance, accuracy, ranges)."""
         return _json(store.get(table_id).summary())
 
-    @api.put(
+    def put_table(table: LatencyTableDocument, table_id: str = TableId) -> Response:
+        """Create (201) or replace (200) a table; it is validated and written atomically (as version 2), then
+        swapped in whole. A version 1 document is accepted and upgraded."""
+        stored, created = store.put(table_id, table.model_dump())
+        return _json(stored.summary(), 201 if created else 200)
+
+    api.add_api_route(
         "/v1/tables/{table_id}",
+        put_table,
+        methods=["PUT"],
         response_model=TableSummary,
         status_code=201,
         dependencies=write,
         responses={200: {"model": TableSummary, "description": "replaced"}, **_errors(401, 403, 413, 422)},
         tags=["tables"],
+        route_class_override=TableBodyRoute,
     )
-    def put_table(table: dict[str, Any], table_id: str = TableId) -> Response:
-        """Create (201) or replace (200) a table; it is validated and written atomically, then swapped in whole."""
-        stored, created = store.put(table_id, table)
-        return _json(stored.summary(), 201 if created else 200)
 
     @api.delete(
         "/v1/tables/{table_id}",

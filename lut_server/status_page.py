@@ -7,8 +7,10 @@ come from the same `LatencyTable` the API answers from; the page needs no JavaSc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from html import escape
+from typing import Any
 
 import numpy as np
 
@@ -126,6 +128,41 @@ def _svg_plot(axis: str, xs: np.ndarray, ys: np.ndarray, grid: list[int], y_max:
     return f"<figure>{''.join(parts)}<figcaption>{caption}</figcaption></figure>"
 
 
+def flat_facts(facts: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """{"cpu": {"isa": {"avx2": true}}} -> ["cpu.isa.avx2=true"], in key order."""
+    out: list[str] = []
+    for key, value in facts.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out += flat_facts(value, f"{name}.")
+        else:
+            out.append(f"{name}={json.dumps(value)}")
+    return out
+
+
+def fingerprint_rows(fingerprint: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """What must match for the table to apply, device and software; says so when the table cannot tell."""
+    device = (fingerprint or {}).get("device") or {}
+    software = (fingerprint or {}).get("software") or {}
+    if not device:
+        return [("fingerprint", "none: this table cannot say which machine it describes")]
+    return [
+        ("device must match", ", ".join(flat_facts(device))),
+        ("software must match", ", ".join(flat_facts(software)) or "nothing recorded"),
+    ]
+
+
+def describe_calibration(calibration: Mapping[str, Any] | None) -> str:
+    if not calibration:
+        return "not calibrated (raw medians)"
+    before, after = calibration.get("before") or {}, calibration.get("after") or {}
+    return (
+        f"{calibration.get('method', 'unknown method')}: median APE {_fmt(before.get('median_ape_pct'), '%')} → "
+        f"{_fmt(after.get('median_ape_pct'), '%')}, p95 {_fmt(before.get('p95_ape_pct'), '%')} → "
+        f"{_fmt(after.get('p95_ape_pct'), '%')} (after: cross-validated)"
+    )
+
+
 def _table_section(table: LatencyTable, requested: Mapping[str, str] | None) -> str:
     summary = table.summary()
     held, notes = held_values(table, requested)
@@ -149,6 +186,10 @@ def _table_section(table: LatencyTable, requested: Mapping[str, str] | None) -> 
         ("date", summary["created"] or "unknown"),
         ("ranges", ", ".join(f"{a} {lo}–{hi}" for a, (lo, hi) in summary["ranges"].items())),
     ]
+    if "fingerprint" in summary:
+        rows += fingerprint_rows(summary["fingerprint"])
+    if "calibration" in summary:
+        rows.append(("calibration", describe_calibration(summary["calibration"])))
     meta = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
     inputs = "".join(
         f'<label>{axis} <input type="number" name="{axis}" value="{held[axis]}" min="{lo}" max="{hi}"></label>'

@@ -1,8 +1,8 @@
 """`python -m profiler merge SHARD.json... --out TABLE.json`: combine the shards of a sharded sweep into one table.
 
 Shards are profiled with `profile --shard i/n` on several GPUs or machines. They merge only when everything that
-decides a latency is the same — workload (backend, precision, threads, options, batch, tokens), device name and
-kind, software versions, model, grid, parts and timing protocol; the refusal names the first field that differs.
+decides a latency is the same (`lut_server.table_compat`: workload, model, grid, parts, protocol, sweep layout,
+device name, kind and fingerprint, software that changes kernels); the refusal names every field that differs.
 Shards are merged run by run (the raw records of each pipeline run and pass), and the part cells are derived
 again from the union, exactly as a single sweep derives them. Overlapping runs are refused, never averaged: two
 measurements of one run and pass mean the shards do not come from one split (or one was re-run), and silently
@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lut_server.table_compat import compatibility_mismatches
 from lut_server.table_format import TableFormatError, read_table, write_table
 from profiler.environment import utc_now
 from profiler.sweep import Combo, combo_dims, derive_parts, plan_combos, spec_of
@@ -28,40 +29,14 @@ class ShardMismatch(ValueError):
     """Shards that cannot be one table; the message names the file and the field."""
 
 
-def _settings(doc: Mapping[str, Any]) -> dict[str, Any]:
-    device = doc.get("device") or {}
-    return {
-        "workload": doc.get("workload"),
-        "device.name": device.get("name"),
-        "device.kind": device.get("kind"),
-        "software": doc.get("software"),
-        "model": doc.get("model"),
-        "grid": doc.get("grid"),
-        "parts": sorted(doc.get("parts", {})),
-        "protocol": doc.get("protocol"),
-        "format version": doc.get("version"),
-    }
-
-
-def _first_difference(a: Any, b: Any, where: str) -> str:
-    """The dotted path of the first differing entry (so 'software.torch', not just 'software')."""
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for key in sorted(set(a) | set(b), key=str):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{where}.{key}")
-    return where
-
-
 def check_compatible(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
-    reference = _settings(docs[0])
     for doc, name in zip(docs[1:], names[1:], strict=True):
-        for field, value in _settings(doc).items():
-            if value != reference[field]:
-                path = _first_difference(reference[field], value, field)
-                raise ShardMismatch(
-                    f"{name} differs from {names[0]} in {path}: {_lookup(value, path, field)!r} vs "
-                    f"{_lookup(reference[field], path, field)!r}; shards must share every setting to be merged"
-                )
+        mismatches = compatibility_mismatches(docs[0], doc, labels=(names[0], name))
+        if mismatches:
+            raise ShardMismatch(
+                f"{name} differs from {names[0]} in " + "; ".join(mismatches) + "; shards must share every setting "
+                "to be merged"
+            )
     seen: dict[str, str] = {}
     for doc, name in zip(docs, names, strict=True):
         shard = (doc.get("sweep") or {}).get("shard")
@@ -71,12 +46,6 @@ def check_compatible(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) ->
         if label in seen:
             raise ShardMismatch(f"{name} and {seen[label]} are both shard {label}")
         seen[label] = name
-
-
-def _lookup(value: Any, path: str, field: str) -> Any:
-    for key in path[len(field) :].split(".")[1:]:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
 
 
 def merge_tables(docs: Sequence[Mapping[str, Any]], names: Sequence[str], allow_incomplete: bool = False) -> dict:

@@ -32,7 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lut_server.dims import BlockDims
-from lut_server.table_format import FORMAT_NAME, FORMAT_VERSION, PART_AXES, read_table, write_table
+from lut_server.table_compat import compatibility_mismatches
+from lut_server.table_format import PART_AXES, new_table_document, read_table, write_table
 from profiler.backends import Backend
 from profiler.environment import utc_now
 from profiler.grids import GridSpec
@@ -143,52 +144,42 @@ def new_table(
 ) -> dict:
     env = backend.environment()
     with_model = bool({"stem", "head"} & set(spec.parts))
-    doc = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "complete": False,
-        "created": utc_now(),
-        "workload": workload_settings(backend, workload),
-        "model": workload.model.as_dict() if workload.model and with_model else None,
-        "device": env["device"],
-        "software": env["software"],
-        "protocol": {**protocol.as_dict(), "stage_timing": backend.stage_timing},
-        "grid": spec.grid,
-        "parts": {},
-        "sweep": {
-            "layout": LAYOUT,
-            "measurements": 0,
-            "units_done": 0,
-            "units_planned": len(plan_combos(spec)) * protocol.passes,
-            "wall_s": 0.0,
-            "shard": shard.as_dict() if shard else None,
-            "seed": seed,
-            "reference": {"dims": reference_dims(spec).as_dict(), "series": []},
-            "parts": list(spec.parts),
-            "flagged": [],
-            "records": [],
-        },
-        "validation": None,
+    sweep = {
+        "layout": LAYOUT,
+        "measurements": 0,
+        "units_done": 0,
+        "units_planned": len(plan_combos(spec)) * protocol.passes,
+        "wall_s": 0.0,
+        "shard": shard.as_dict() if shard else None,
+        "seed": seed,
+        "reference": {"dims": reference_dims(spec).as_dict(), "series": []},
+        "parts": list(spec.parts),
+        "flagged": [],
+        "records": [],
     }
-    derive_parts(doc)
-    return doc
+    skeleton = {"grid": spec.grid, "sweep": sweep}
+    derive_parts(skeleton)
+    return new_table_document(
+        workload=workload_settings(backend, workload),
+        model=workload.model.as_dict() if workload.model and with_model else None,
+        device=env["device"],
+        software=env["software"],
+        protocol={**protocol.as_dict(), "stage_timing": backend.stage_timing},
+        grid=spec.grid,
+        parts=skeleton["parts"],
+        sweep=sweep,
+        created=utc_now(),
+    )
 
 
 def check_resumable(doc: dict, fresh: dict) -> None:
     """Refuse to continue a partial table measured with other settings, on another device or grid."""
-    checks = {
-        "workload": (doc.get("workload"), fresh["workload"]),
-        "device": ((doc.get("device") or {}).get("name"), fresh["device"].get("name")),
-        "model": (doc.get("model"), fresh["model"]),
-        "grid": (doc.get("grid"), fresh["grid"]),
-        "parts": (sorted(doc.get("parts", {})), sorted(fresh["parts"])),
-        "protocol": (doc.get("protocol"), fresh["protocol"]),
-        "layout": ((doc.get("sweep") or {}).get("layout"), fresh["sweep"]["layout"]),
-        "shard": ((doc.get("sweep") or {}).get("shard"), fresh["sweep"]["shard"]),
-    }
-    for name, (old, new) in checks.items():
-        if old != new:
-            raise SweepMismatch(f"cannot resume: the partial table's {name} is {old!r}, this sweep's is {new!r}")
+    mismatches = compatibility_mismatches(doc, fresh, labels=("the partial table", "this sweep"))
+    old_shard, new_shard = (doc.get("sweep") or {}).get("shard"), fresh["sweep"]["shard"]
+    if old_shard != new_shard:
+        mismatches.append(f"sweep.shard: the partial table {old_shard!r}, this sweep {new_shard!r}")
+    if mismatches:
+        raise SweepMismatch("cannot resume: the settings differ in " + "; ".join(mismatches))
 
 
 def _combo_value(records: list[dict], key: str, stage: str) -> float:

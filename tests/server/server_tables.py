@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from lut_server.table_format import FORMAT_NAME, FORMAT_VERSION, PART_AXES
+from lut_server.table_format import FORMAT_NAME, PART_AXES
 
 SMALL_GRID: dict[str, list[int]] = {
     "emb": [64, 128, 192],
@@ -45,7 +45,7 @@ def make_table(grid: dict[str, list[int]] | None = None, scale: float = 1.0, dev
         parts[name] = {"axes": list(axes), "median_ms": nested(0, {})}
     return {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": 1,  # a version 1 document: old files must keep loading and serving
         "complete": True,
         "created": "2026-01-01T00:00:00Z",
         "workload": {"backend": "torch-cpu", "precision": "fp32", "batch": 1, "tokens": 197, "threads": 1},

@@ -17,6 +17,7 @@ from lut_server.app import create_app
 from lut_server.config import ServerConfig
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable
+from lut_server.table_format import validate_table
 
 TOKEN = "write-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -45,7 +46,8 @@ def test_health_and_listing_carry_provenance_and_ranges(client: TestClient) -> N
     assert summary["accuracy"]["median_ape_pct"] == 1.5
     assert summary["ranges"] == {a: [min(v), max(v)] for a, v in SMALL_GRID.items()}
     assert client.get("/v1/tables/small/summary").json() == summary
-    assert client.get("/v1/tables/small").json() == make_table()
+    served = client.get("/v1/tables/small").json()  # a version 1 file is served upgraded, as version 2
+    assert served == validate_table(make_table()) and served["version"] == 2
 
 
 def test_latency_and_deltas_equal_the_local_table(client: TestClient) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from lut_server.table_format import FORMAT_NAME, FORMAT_VERSION, PART_AXES
+from lut_server.table_format import FORMAT_NAME, PART_AXES, new_table_document
 
 SMALL_GRID: dict[str, list[int]] = {
     "emb": [64, 128, 256],
@@ -50,7 +50,7 @@ def make_table(
         parts[name] = {"axes": list(axes), "median_ms": values.tolist()}
     return {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": 1,  # a version 1 document: old files must keep loading and serving
         "complete": True,
         "created": "2026-01-01T00:00:00Z",
         "workload": {"backend": "torch-cpu", "precision": "fp32", "batch": 1, "tokens": 197, "threads": 1},
@@ -61,4 +61,56 @@ def make_table(
         "grid": grid,
         "parts": parts,
         "validation": None,
+    }
+
+
+FINGERPRINT: dict = {
+    "name": "Test CPU",
+    "kind": "cpu",
+    "match": {
+        "cpu": {
+            "vendor": "AuthenticAMD",
+            "family": 26,
+            "model": 2,
+            "stepping": 1,
+            "model_name": "AMD EPYC",
+            "isa": {"avx2": True, "avx512f": True, "avx512_bf16": True},
+            "l2_kib": 1024,
+            "l3_kib": 32768,
+        },
+        "threads": 1,
+    },
+    "recorded": {"cpu_count": 2, "os": "Linux"},
+}
+SOFTWARE: dict = {"match": {"torch": "2.13.0+cpu", "onednn": "3.9"}, "recorded": {"python": "3.11", "numpy": "2.4"}}
+
+
+def make_table_v2(grid: Mapping[str, list[int]] | None = None, device: dict | None = None) -> dict:
+    """A complete version 2 table with a device fingerprint, built by the one builder."""
+    v1 = make_table(grid)
+    return new_table_document(
+        workload=v1["workload"],
+        model=None,
+        device=device or FINGERPRINT,
+        software=SOFTWARE,
+        protocol={"passes": 2, "min_repeats": 15},
+        grid=v1["grid"],
+        parts=v1["parts"],
+        sweep={"layout": "in-context-pairs/v2", "records": [], "shard": None},
+        complete=True,
+        created="2026-01-01T00:00:00Z",
+    )
+
+
+def calibration(factors: Mapping[str, float] | None = None) -> dict:
+    """A calibration section as `profiler calibrate` writes it."""
+    figures = {"median_ape_pct": 3.0, "p95_ape_pct": 6.0, "max_ape_pct": 9.0}
+    return {
+        "method": "least-squares/v1",
+        "factors": dict(factors or {"attn_qk": 1.05, "attn_v": 1.02, "mlp": 0.98, "stem": 1.0, "head": 1.0}),
+        "block_ms": 0.01,
+        "model_ms": 0.2,
+        "fitted": {"created": "2026-01-02T00:00:00Z", "models": 20, "blocks": 12},
+        "before": figures,
+        "after": {**figures, "median_ape_pct": 1.0},
     }

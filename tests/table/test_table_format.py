@@ -3,22 +3,78 @@ import json
 import pytest
 
 from lut_server.table_format import (
+    FORMAT_VERSION,
     TableFormatError,
     check_table_id,
+    has_fingerprint,
+    new_table_document,
     parse_table,
     read_table,
     validate_table,
     write_table,
 )
-from tests.table.table_factory import make_table
+from tests.table.table_factory import FINGERPRINT, SOFTWARE, calibration, make_table, make_table_v2
 
 
-def test_valid_table_round_trips_through_an_atomic_write(tmp_path):
-    doc = make_table()
+def test_version_2_table_round_trips_through_an_atomic_write(tmp_path):
+    doc = make_table_v2()
+    doc["calibration"] = calibration()
+    doc["validation"] = {"median_ape_pct": 1.5, "calibrated": {"median_ape_pct": 1.0}, "extra": [1, 2]}
     path = tmp_path / "t.json"
     write_table(path, doc)
     assert read_table(path) == json.loads(json.dumps(doc))
+    assert json.loads(path.read_text())["version"] == FORMAT_VERSION == 2
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]  # no temp file left behind
+
+
+def test_version_1_table_is_read_as_version_2_and_written_as_version_2(tmp_path):
+    v1 = make_table()
+    v1["device"] = {"name": "AMD EPYC", "kind": "cpu", "cpu_count": 2, "os": "Linux"}
+    v1["software"] = {"python": "3.11", "torch": "2.13.0+cpu"}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(v1))
+    doc = read_table(path)
+    assert doc["version"] == 2 and doc["calibration"] is None
+    recorded = {"cpu_count": 2, "os": "Linux"}
+    assert doc["device"] == {"name": "AMD EPYC", "kind": "cpu", "match": {}, "recorded": recorded}
+    assert doc["software"] == {"match": {}, "recorded": {"python": "3.11", "torch": "2.13.0+cpu"}}
+    assert doc["parts"] == v1["parts"] and doc["grid"] == v1["grid"] and doc["workload"]["backend"] == "torch-cpu"
+    assert not has_fingerprint(doc) and not has_fingerprint(v1)
+    write_table(path, doc)
+    assert json.loads(path.read_text())["version"] == 2 and read_table(path) == doc
+
+
+def test_version_1_gpu_device_and_missing_kind_are_upgraded():
+    v1 = make_table()
+    v1["device"] = {"name": "NVIDIA H100", "kind": "cuda", "compute_capability": "9.0"}
+    assert validate_table(v1)["device"]["kind"] == "gpu"
+    v1["device"] = {"name": "x"}
+    assert validate_table(v1)["device"] == {"name": "x", "kind": "cpu", "match": {}, "recorded": {}}
+
+
+def test_a_fingerprinted_table_says_so():
+    doc = make_table_v2()
+    assert has_fingerprint(doc) and doc["device"] == FINGERPRINT and doc["software"] == SOFTWARE
+
+
+def test_builder_takes_flat_facts_as_recorded_only():
+    v1 = make_table()
+    doc = new_table_document(
+        workload=v1["workload"], model=None, device={"name": "cpu", "kind": "cpu", "os": "Linux"},
+        software={"torch": "2.13"}, protocol={}, grid=v1["grid"], parts=v1["parts"], sweep=None,
+    )  # fmt: skip
+    assert doc["device"]["recorded"] == {"os": "Linux"}
+    assert doc["software"] == {"match": {}, "recorded": {"torch": "2.13"}}
+    assert doc["complete"] is False and doc["calibration"] is None and doc["created"].endswith("Z")
+    assert doc["workload"]["options"] == {}  # defaults filled in
+
+
+def _v2(mutate):
+    def apply(doc):
+        doc.update(make_table_v2())
+        mutate(doc)
+
+    return apply
 
 
 @pytest.mark.parametrize(
@@ -36,6 +92,23 @@ def test_valid_table_round_trips_through_an_atomic_write(tmp_path):
         (lambda d: d["workload"].pop("precision"), "workload.precision is missing"),
         (lambda d: d["parts"]["attn_qk"].__setitem__("axes", ["emb", "qk", "heads"]), "axes must be"),
         (lambda d: d.__setitem__("parts", {"stem": d["parts"]["stem"]}), "must include block parts"),
+        (lambda d: d["workload"].__setitem__("batch", True), "workload.batch must be int, got bool"),
+        (lambda d: d["workload"].__setitem__("tokens", "197"), "workload.tokens must be int, got str"),
+        (lambda d: d.__setitem__("format", "other"), "format must be 'vitlut.latency-table'"),
+        (lambda d: d.__setitem__("bogus", 1), "bogus is not a known field"),
+        (lambda d: d.pop("grid"), "grid is missing"),
+        (_v2(lambda d: d["device"].__setitem__("kind", "tpu")), "device.kind must be 'cpu' or 'gpu'"),
+        (_v2(lambda d: d["device"].__setitem__("match", [1])), "device.match must be an object, got list"),
+        (_v2(lambda d: d["device"].pop("name")), "device.name is missing"),
+        (_v2(lambda d: d["software"].__setitem__("torch", "2.13")), "software.torch is not a known field"),
+        (_v2(lambda d: d["parts"]["mlp"].__setitem__("p90_ms", [[1.0]])), "parts.mlp.p90_ms has shape"),
+        (_v2(lambda d: d["sweep"].__setitem__("shard", {"index": -1, "count": 2})), "sweep.shard.index must be >= 0"),
+        (_v2(lambda d: d.__setitem__("calibration", calibration({"mlp": -1.0}))), "factors.mlp must be > 0"),
+        (_v2(lambda d: d.__setitem__("calibration", calibration({"mlp": float("nan")}))), "calibration.factors.mlp"),
+        (_v2(lambda d: d.__setitem__("calibration", calibration({"bogus": 1.0}))), "calibration.factors.bogus is not"),
+        (_v2(lambda d: d.__setitem__("calibration", calibration({"block": 1.0}))), "the table has no part 'block'"),
+        (_v2(lambda d: d.__setitem__("calibration", {**calibration(), "model_ms": None})), "calibration.model_ms"),
+        (_v2(lambda d: d.__setitem__("validation", {"points": "x"})), "validation.points must be int, got str"),
     ],
 )
 def test_invalid_tables_are_refused_naming_the_field(mutate, message):

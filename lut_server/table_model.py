@@ -1,0 +1,457 @@
+"""The table document as a typed model: one definition for reading, writing, building and the HTTP schema.
+
+Version 2 splits what a table knows about its machine into what must match for the table to apply
+(`device.match`, `software.match`) and what is only recorded, and adds the whole-model calibration. A version 1
+document is upgraded in memory on the way in (`upgrade_v1`), so old files keep loading and serving.
+
+Every validation failure surfaces as one `TableFormatError` whose message starts with the field at fault
+("parts.mlp.median_ms has shape [2, 3], the grid needs [3, 3]"), whether it came from a type check or from the
+cross-field checks of grid and parts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from lut_server.dims import AXES
+
+FORMAT_NAME = "vitlut.latency-table"
+FORMAT_VERSION = 2
+"""The version `write_table` writes; version 1 is still read (and upgraded)."""
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+
+BLOCK_PARTS: dict[str, tuple[str, ...]] = {
+    "block": AXES,  # a whole block on a 5-D grid
+    "attn_qk": ("emb", "heads", "qk"),  # norm1, Q/K projection, scaled scores, softmax
+    "attn_v": ("emb", "heads", "v"),  # V projection, probabilities x V, output projection, residual
+    "mlp": ("emb", "mlp"),  # norm2, fc1, GELU, fc2, residual
+}
+MODEL_PARTS: dict[str, tuple[str, ...]] = {
+    "stem": ("emb",),  # patch embedding, prefix tokens, position embedding
+    "head": ("emb",),  # final norm and classifier
+}
+PART_AXES: dict[str, tuple[str, ...]] = {**BLOCK_PARTS, **MODEL_PARTS}
+STAT_KEYS: tuple[str, ...] = ("median_ms", "p10_ms", "p90_ms", "samples")
+
+MAX_AXIS_POINTS = 256
+MAX_TABLE_CELLS = 2_000_000
+
+
+class TableFormatError(ValueError):
+    """A table file that does not follow the format; the message names the field at fault."""
+
+
+# ---- field types ------------------------------------------------------------------------------------------------
+JsonObject = dict[str, Any]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Percent = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NestedLatencies = Annotated[
+    list[Any],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}, {"type": "array"}]},
+            "description": "nested lists, one level per axis of the part (shape = grid lengths along `axes`); "
+            "null marks a cell not measured yet",
+        }
+    ),
+]
+
+_CLOSED = ConfigDict(strict=True, extra="forbid")
+_OPEN = ConfigDict(strict=True, extra="allow")
+
+
+class _Sparse(BaseModel):
+    """A section whose optional keys are written only when given, so a document keeps the keys it came with."""
+
+    @model_serializer(mode="wrap")
+    def _given_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        declared = type(self).model_fields
+        return {k: v for k, v in data.items() if k in self.model_fields_set or k not in declared}
+
+
+# ---- sections ---------------------------------------------------------------------------------------------------
+class Workload(BaseModel):
+    """Everything a resumed sweep, a merge or `profiler measure` must reproduce."""
+
+    model_config = _CLOSED
+    backend: str = Field(description="torch-cpu, torch-cuda, onnxruntime or tensorrt")
+    precision: str = Field(description="fp32, fp16 or bf16")
+    batch: PositiveInt
+    tokens: PositiveInt
+    threads: int | None = Field(default=None, description="CPU threads; null where not applicable")
+    options: JsonObject = Field(default_factory=dict, description="backend options, e.g. torch-cpu's allocator")
+
+
+class VitModel(BaseModel):
+    """The ViT around the blocks, present when the table has `stem`/`head` parts."""
+
+    model_config = _OPEN
+    image_size: PositiveInt
+    patch_size: PositiveInt
+    in_chans: PositiveInt
+    num_classes: PositiveInt
+    distilled: bool
+    attn_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    norm_eps: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Device(BaseModel):
+    """The device fingerprint: `match` must equal this machine's for the table to apply; `recorded` is context."""
+
+    model_config = _CLOSED
+    name: str
+    kind: Literal["cpu", "gpu"]
+    match: JsonObject = Field(
+        default_factory=dict,
+        description="what must be equal for the table to apply (CPU identity, ISA flags, caches, threads; GPU "
+        "name, compute capability, memory, SMs, ...); empty: the table cannot say which machine it describes",
+    )
+    recorded: JsonObject = Field(default_factory=dict, description="facts kept for reference (cores, OS, clocks, ...)")
+
+
+class Software(BaseModel):
+    """The software that changes kernels (`match`) and the rest of the environment (`recorded`)."""
+
+    model_config = _CLOSED
+    match: JsonObject = Field(default_factory=dict, description="torch, onnxruntime, TensorRT, CUDA, math modes...")
+    recorded: JsonObject = Field(default_factory=dict, description="python, numpy, vitlut...")
+
+
+class Part(_Sparse):
+    """One measured part: statistics on the grid over `axes`."""
+
+    model_config = _CLOSED
+    axes: list[str]
+    median_ms: NestedLatencies
+    p10_ms: NestedLatencies | None = None
+    p90_ms: NestedLatencies | None = None
+    samples: list[Any] | None = Field(default=None, description="sample counts, same shape as median_ms")
+
+
+class Shard(BaseModel):
+    model_config = _CLOSED
+    index: NonNegativeInt
+    count: PositiveInt
+
+
+class DerivedFrom(BaseModel):
+    """The table a transferred table was fitted from, and how many measurements the transfer took."""
+
+    model_config = _OPEN
+    table_id: str
+    content_hash: str
+    budget: NonNegativeInt
+
+
+class Sweep(_Sparse):
+    """How the parts were measured: the raw records they derive from, progress, drift and provenance."""
+
+    model_config = _OPEN
+    layout: str | None = None
+    parts: list[str] | None = None
+    records: list[JsonObject] | None = None
+    measurements: NonNegativeInt | None = None
+    units_done: NonNegativeInt | None = None
+    units_planned: NonNegativeInt | None = None
+    wall_s: float | None = None
+    shard: Shard | None = None
+    seed: int | None = None
+    reference: JsonObject | None = None
+    flagged: list[JsonObject] | None = None
+    merged_from: list[JsonObject] | None = None
+    derived_from: DerivedFrom | None = None
+
+
+class ApeFigures(_Sparse):
+    """Absolute percentage error of predictions against measurements."""
+
+    model_config = _OPEN
+    median_ape_pct: Percent | None = None
+    p95_ape_pct: Percent | None = None
+    max_ape_pct: Percent | None = None
+
+
+class ModelValidation(ApeFigures):
+    count: int | None = None
+    depth: int | None = None
+    signed_median_pct: float | None = None
+    calibrated: ApeFigures | None = None
+
+
+class Validation(ApeFigures):
+    """What `profiler validate` found: the table against random off-grid blocks and whole models."""
+
+    points: int | None = None
+    signed_median_pct: float | None = None
+    retest_noise_pct: float | None = None
+    models: ModelValidation | None = None
+    calibrated: ApeFigures | None = None
+
+
+class ErrorFigures(BaseModel):
+    """Median, p95 and max absolute percentage error (all required)."""
+
+    model_config = _OPEN
+    median_ape_pct: Percent
+    p95_ape_pct: Percent
+    max_ape_pct: Percent
+
+
+Factor = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Constant = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Calibration(BaseModel):
+    """A correction fitted to whole-model measurements; the part medians stay untouched beside it."""
+
+    model_config = _CLOSED
+    method: str
+    factors: dict[str, Factor] = Field(description="per part (attn_qk, attn_v, mlp, block, stem, head): scale")
+    block_ms: Constant = Field(description="added once per block")
+    model_ms: Constant = Field(description="added once per model")
+    fitted: JsonObject = Field(description="what it was fitted on (created, models, blocks, ...)")
+    before: ErrorFigures
+    after: ErrorFigures = Field(description="cross-validated on held-out models")
+
+    @field_validator("factors")
+    @classmethod
+    def _known_parts(cls, factors: dict[str, float]) -> dict[str, float]:
+        for name in factors:
+            if name not in PART_AXES:
+                raise TableFormatError(f"calibration.factors.{name} is not a known part; parts are {list(PART_AXES)}")
+        return factors
+
+
+# ---- grid and part values ---------------------------------------------------------------------------------------
+def validate_grid(grid: Any) -> dict[str, list[int]]:
+    """Axis values: known axes, non-empty strictly increasing lists of integers >= 1, at most MAX_AXIS_POINTS."""
+    if not isinstance(grid, Mapping):
+        raise TableFormatError("grid must be an object mapping axis names to lists of integers")
+    unknown = sorted(set(grid) - set(AXES))
+    if unknown:
+        raise TableFormatError(f"grid has unknown axes {unknown}; axes are {list(AXES)}")
+    out: dict[str, list[int]] = {}
+    for axis, values in grid.items():
+        where = f"grid.{axis}"
+        if not isinstance(values, list) or not values:
+            raise TableFormatError(f"{where} must be a non-empty list of integers")
+        if len(values) > MAX_AXIS_POINTS:
+            raise TableFormatError(f"{where} has {len(values)} points; at most {MAX_AXIS_POINTS}")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise TableFormatError(f"{where} must hold integers >= 1, got {v!r}")
+        if any(b <= a for a, b in itertools.pairwise(values)):
+            raise TableFormatError(f"{where} must be strictly increasing, got {values}")
+        out[axis] = list(values)
+    return out
+
+
+def check_part_values(values: Any, shape: tuple[int, ...], where: str, allow_missing: bool) -> np.ndarray:
+    """A part's statistic as a float array of the grid's shape, finite and positive (NaN where not measured)."""
+    try:
+        array = np.array(values, dtype=float)  # JSON null becomes nan
+    except (TypeError, ValueError) as exc:
+        raise TableFormatError(f"{where} must be a nested list of numbers: {exc}") from None
+    if array.shape != shape:
+        raise TableFormatError(f"{where} has shape {list(array.shape)}, the grid needs {list(shape)}")
+    bad_values = np.isinf(array) | (~np.isnan(array) & (array <= 0))
+    if bad_values.any():
+        index = tuple(int(i) for i in np.argwhere(bad_values)[0])
+        raise TableFormatError(f"{where} must hold finite positive latencies; entry {list(index)} is {array[index]}")
+    if not allow_missing and np.isnan(array).any():
+        index = tuple(int(i) for i in np.argwhere(np.isnan(array))[0])
+        raise TableFormatError(f"{where} entry {list(index)} is missing (null or NaN) in a complete table")
+    return array
+
+
+# ---- version 1 --------------------------------------------------------------------------------------------------
+def upgrade_device(device: Any) -> Any:
+    """A version 1 device (flat facts) as a version 2 one: no fingerprint, everything recorded."""
+    if not isinstance(device, Mapping) or "match" in device:
+        return device
+    kind = device.get("kind") or "cpu"
+    recorded = {k: v for k, v in device.items() if k not in ("name", "kind")}
+    return {
+        "name": device.get("name", "unknown"),
+        "kind": "gpu" if kind in ("gpu", "cuda") else "cpu",
+        "match": {},
+        "recorded": recorded,
+    }
+
+
+def upgrade_software(software: Any) -> Any:
+    """Version 1 software facts as version 2: nothing to match, everything recorded."""
+    if not isinstance(software, Mapping) or "match" in software:
+        return software
+    return {"match": {}, "recorded": dict(software)}
+
+
+def upgrade_v1(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A version 1 document in version 2 form (device and software without fingerprint, no calibration)."""
+    out = dict(doc)
+    out["version"] = FORMAT_VERSION
+    if "device" in out:
+        out["device"] = upgrade_device(out["device"])
+    if "software" in out:
+        out["software"] = upgrade_software(out["software"])
+    out["calibration"] = None
+    return out
+
+
+# ---- error messages ---------------------------------------------------------------------------------------------
+_EXPECTED = {
+    "int_type": "int",
+    "string_type": "str",
+    "bool_type": "bool",
+    "float_type": "float",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """("parts", "mlp", "axes", 0) -> "parts.mlp.axes[0]"."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "table"
+
+
+def describe_error(error: ErrorDetails) -> str:
+    """One pydantic error as a sentence that starts with the field it is about."""
+    kind, where, ctx, value = error["type"], field_path(error["loc"]), error.get("ctx") or {}, error.get("input")
+    if kind == "value_error" and isinstance(ctx.get("error"), TableFormatError):
+        return str(ctx["error"])
+    if kind == "missing":
+        return f"{where} is missing"
+    if kind == "extra_forbidden":
+        return f"{where} is not a known field"
+    if kind in _EXPECTED:
+        return f"{where} must be {_EXPECTED[kind]}, got {type(value).__name__}"
+    if kind == "finite_number":
+        return f"{where} must be a finite number, got {value!r}"
+    for bound, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if bound in ctx:
+            return f"{where} must be {sign} {ctx[bound]}, got {value!r}"
+    if kind == "literal_error":
+        return f"{where} must be {ctx.get('expected')}, got {value!r}"
+    return f"{where}: {error['msg']}"
+
+
+# ---- the document -----------------------------------------------------------------------------------------------
+class LatencyTableDocument(BaseModel):
+    """A latency table (tables/README.md): workload, device fingerprint, software, protocol, grid, parts, and how
+    they were measured, validated and calibrated. Version 1 documents are accepted and upgraded to version 2."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", title="LatencyTable")
+    format: Literal["vitlut.latency-table"]
+    version: Literal[2] = Field(description="2; version 1 documents are accepted and upgraded")
+    complete: bool = Field(description="false while a sweep is running, was killed, or for a shard")
+    created: str | None = Field(default=None, description="UTC time the sweep started (ISO 8601)")
+    workload: Workload
+    model: VitModel | None = None
+    device: Device
+    software: Software
+    protocol: JsonObject = Field(description="the timing protocol the numbers were taken with")
+    grid: dict[str, list[int]] = Field(description="axis values (emb, heads, qk, v, mlp), each strictly increasing")
+    parts: dict[str, Part] = Field(description="attn_qk, attn_v, mlp (or block), and stem, head where measured")
+    sweep: Sweep | None = None
+    validation: Validation | None = None
+    calibration: Calibration | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_error(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> LatencyTableDocument:
+        """Check the header, upgrade version 1, and report the first problem as one TableFormatError."""
+        if isinstance(data, Mapping):
+            data = _upgraded(data)
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            raise TableFormatError(describe_error(errors[0]) if errors else "invalid table") from None
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid(cls, grid: Any) -> dict[str, list[int]]:
+        return validate_grid(grid)
+
+    @field_validator("parts", mode="before")
+    @classmethod
+    def _part_names(cls, parts: Any) -> Any:
+        if not isinstance(parts, Mapping):
+            return parts
+        for name, part in parts.items():
+            if name not in PART_AXES:
+                raise TableFormatError(f"parts.{name} is not a known part; parts are {list(PART_AXES)}")
+            if not isinstance(part, Mapping):
+                raise TableFormatError(f"parts.{name} must be an object")
+        if not any(name in BLOCK_PARTS for name in parts):
+            raise TableFormatError(f"parts must include block parts (any of {list(BLOCK_PARTS)})")
+        if "block" in parts and len(set(parts) & set(BLOCK_PARTS)) > 1:
+            raise TableFormatError("parts: a whole 'block' part cannot be combined with attn_qk/attn_v/mlp parts")
+        return parts
+
+    @model_validator(mode="after")
+    def _parts_fit_the_grid(self) -> LatencyTableDocument:
+        cells = 0
+        for name, part in self.parts.items():
+            where = f"parts.{name}"
+            if tuple(part.axes) != PART_AXES[name]:
+                raise TableFormatError(f"{where}.axes must be {list(PART_AXES[name])}, got {part.axes}")
+            missing_axes = [a for a in part.axes if a not in self.grid]
+            if missing_axes:
+                raise TableFormatError(f"{where} uses axes {missing_axes} that the grid does not define")
+            shape = tuple(len(self.grid[a]) for a in part.axes)
+            cells += math.prod(shape)
+            if cells > MAX_TABLE_CELLS:
+                raise TableFormatError(f"parts hold more than {MAX_TABLE_CELLS} cells")
+            check_part_values(part.median_ms, shape, f"{where}.median_ms", not self.complete)
+            for key in ("p10_ms", "p90_ms"):
+                values = getattr(part, key)
+                if values is not None:
+                    check_part_values(values, shape, f"{where}.{key}", True)
+        if self.calibration is not None:
+            for name in self.calibration.factors:
+                if name not in self.parts:
+                    raise TableFormatError(f"calibration.factors.{name}: the table has no part {name!r}")
+        return self
+
+
+def _upgraded(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    if data.get("format") != FORMAT_NAME:
+        raise TableFormatError(f"format must be {FORMAT_NAME!r}, got {data.get('format')!r}")
+    version = data.get("version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise TableFormatError(f"version {version!r} is not supported; this build reads versions {readable}")
+    return upgrade_v1(data) if version == 1 else data
+
+
+def has_fingerprint(doc: Mapping[str, Any]) -> bool:
+    """Whether the table says which machine it describes (a version 1 table never does)."""
+    device = doc.get("device")
+    return isinstance(device, Mapping) and bool(device.get("match"))
