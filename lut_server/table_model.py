@@ -227,12 +227,16 @@ class Calibration(BaseModel):
 
     model_config = _CLOSED
     method: str
+    form: str = Field(description="the fitted form: none, scale, parts or parts+constants")
     factors: dict[str, Factor] = Field(description="per part (attn_qk, attn_v, mlp, block, stem, head): scale")
     block_ms: Constant = Field(description="added once per block")
     model_ms: Constant = Field(description="added once per model")
     fitted: JsonObject = Field(description="what it was fitted on (created, models, blocks, ...)")
     before: ErrorFigures
     after: ErrorFigures = Field(description="cross-validated on held-out models")
+    cross_validation: dict[str, Percent] = Field(
+        default_factory=dict, description="leave-one-out RMS relative error of every form, in percent"
+    )
 
     @field_validator("factors")
     @classmethod

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lut_server.table_compat import compatibility_mismatches
+
 KERNEL_ISA_FLAGS: tuple[str, ...] = (
     "sse4_2",
     "avx",
@@ -224,16 +226,10 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def fingerprint_mismatches(table: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
-    """Every `match` field of device and software that differs between a table and this machine, one line each
-    ("device.cpu.isa.avx512_bf16: table False, here True"). A table without a fingerprint gets one line saying so."""
-    lines: list[str] = []
-    for section in ("device", "software"):
-        mine = (table.get(section) or {}).get("match") or {}
-        theirs = (here.get(section) or {}).get("match") or {}
-        if section == "device" and not mine:
-            return [f"device: the table records no fingerprint (only {(table.get('device') or {}).get('name')!r})"]
-        a, b = flatten(mine), flatten(theirs)
-        for key in sorted(set(a) | set(b)):
-            if a.get(key, "<absent>") != b.get(key, "<absent>"):
-                lines.append(f"{section}.{key}: table {a.get(key, '<absent>')!r}, here {b.get(key, '<absent>')!r}")
-    return lines
+    """Every field of the compatibility key in which a table and this machine differ, one line each
+    ("device.match.cpu.isa.avx512_bf16: table False, here True"); `here` holds this machine's `device` and
+    `software` (a backend's `environment()`). A table without a fingerprint gets one line saying so."""
+    if not (table.get("device") or {}).get("match"):
+        return [f"device: the table records no fingerprint (only {(table.get('device') or {}).get('name')!r})"]
+    on_this_machine = {**table, "device": here.get("device"), "software": here.get("software")}
+    return compatibility_mismatches(table, on_this_machine)

@@ -67,10 +67,11 @@ def test_two_epyc_generations_differ_field_by_field(tmp_path):
     table, here = _doc(ZEN3_CPUINFO, caches), _doc(ZEN5_CPUINFO, caches)
     mismatches = fingerprint_mismatches(table, here)
     fields = {line.split(":")[0] for line in mismatches}
-    assert "device.cpu.family" in fields
-    assert {"device.cpu.isa.avx512f", "device.cpu.isa.avx512_bf16", "device.cpu.isa.avx512_vnni"} <= fields
-    assert "device.cpu.model_name" not in fields  # both say "AMD EPYC": the name alone cannot tell them apart
-    assert "device.cpu.family: table 25, here 26" in mismatches
+    assert "device.match.cpu.family" in fields
+    isa = "device.match.cpu.isa"
+    assert {f"{isa}.avx512f", f"{isa}.avx512_bf16", f"{isa}.avx512_vnni"} <= fields
+    assert "device.match.cpu.model_name" not in fields  # both say "AMD EPYC": the name alone cannot tell them apart
+    assert "device.match.cpu.family: table 25, here 26" in mismatches
 
 
 def test_one_flag_threads_or_software_version_is_named_and_recorded_facts_are_ignored(tmp_path):
@@ -83,9 +84,9 @@ def test_one_flag_threads_or_software_version_is_named_and_recorded_facts_are_ig
     here["software"]["match"]["torch"] = "2.14.0"
     here["software"]["recorded"]["python"] = "3.12"
     assert fingerprint_mismatches(table, here) == [
-        "device.cpu.isa.avx2: table True, here False",
-        "device.threads: table 1, here 2",
-        "software.torch: table '2.13.0+cpu', here '2.14.0'",
+        "device.match.cpu.isa.avx2: table True, here False",
+        "device.match.threads: table 1, here 2",
+        "software.match.torch: table '2.13.0+cpu', here '2.14.0'",
     ]
 
 

@@ -73,12 +73,12 @@ def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(t
     other = copy_with(tiny_table, tmp_path / "other.json", flip)
     done = run_profiler("check", other)
     assert done.returncode == 4
-    assert "device.cpu.isa.avx2: table" in done.stdout and "verdict different" in done.stdout
+    assert "device.match.cpu.isa.avx2: table" in done.stdout and "verdict different" in done.stdout
 
     configs = tmp_path / "configs.json"
     configs.write_text(json.dumps([{"emb": 24, "heads": 2, "qk": 8, "v": 16, "mlp": 24}]))
     refused = run_profiler("measure", "--table", other, "--configs", configs)
-    assert refused.returncode == 4 and "device.cpu.isa.avx2" in refused.stderr and "--force" in refused.stderr
+    assert refused.returncode == 4 and "device.match.cpu.isa.avx2" in refused.stderr and "--force" in refused.stderr
     forced = run_profiler("measure", "--table", other, "--configs", configs, "--force")
     assert forced.returncode == 0, forced.stderr
     assert len(json.loads(forced.stdout)["latency_ms"]) == 1

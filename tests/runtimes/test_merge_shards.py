@@ -75,7 +75,7 @@ def _variant(src: Path, dst: Path, change) -> Path:
         (lambda d: d["workload"].update(batch=2), "workload.batch"),
         (lambda d: d["workload"].update(threads=2), "workload.threads"),
         (lambda d: d["device"].update(name="Another CPU"), "device.name"),
-        (lambda d: d["software"].update(torch="9.9.9"), "software.torch"),
+        (lambda d: d["software"]["match"].update(torch="9.9.9"), "software.match.torch"),
         (lambda d: d["protocol"].update(min_repeats=99), "protocol.min_repeats"),
     ],
 )
