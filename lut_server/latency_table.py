@@ -22,6 +22,7 @@ from lut_server.table_format import (
     read_table,
     validate_table,
 )
+from lut_server.table_identity import cached_content_hash
 
 DEFAULT_STEP: dict[str, int] = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
 """Default group sizes: they keep the remaining widths multiples of 8/16."""
@@ -177,6 +178,7 @@ class LatencyTable:
             | ({"models": validation["models"]} if "models" in validation else {}),
             "ranges": {axis: list(r) for axis, r in self.ranges.items()},
             "parts": list(self._parts),
+            "content_hash": cached_content_hash(self.data),
         }
 
     # ---- queries --------------------------------------------------------------------------------------------
