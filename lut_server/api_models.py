@@ -97,6 +97,16 @@ class TableSummary(BaseModel):
     accuracy: dict[str, Any]
     ranges: dict[str, list[int]] = Field(description="inclusive [lo, hi] a query may use, per axis")
     parts: list[str]
+    fingerprint: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what must match for the table to apply: {'device': {...}, 'software': {...}} (empty: unknown)",
+    )
+    content_hash: str | None = Field(
+        default=None, description="sha256 of the table's grid, parts and calibration: what a long run pins"
+    )
+    calibration: dict[str, Any] | None = Field(
+        default=None, description="whole-model correction served by default: method, form, error before and after"
+    )
 
 
 class TablesResponse(BaseModel):

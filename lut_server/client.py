@@ -2,6 +2,8 @@
 
 It keeps one pooled connection, retries connection errors and 5xx answers with exponential backoff (every query
 is idempotent), and raises `LatencyServiceError` naming the URL, the status and the server's message otherwise.
+A run that lasts days sets `retry_horizon_s` (minutes of retrying, so a server restart does not end it) and can
+`download()` the table once to answer locally when the server is gone.
 """
 
 from __future__ import annotations
@@ -57,9 +59,14 @@ class LatencyClient:
         backoff_s: float = 0.25,
         max_backoff_s: float = 2.0,
         transport: httpx.BaseTransport | None = None,
+        retry_horizon_s: float | None = None,
     ):
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        if retry_horizon_s is not None and retry_horizon_s < 0:
+            raise ValueError("retry_horizon_s must be >= 0")
+        self.retry_horizon_s = retry_horizon_s
+        """When set, retry for this many seconds (however many attempts that takes) instead of `retries` times."""
         self.url = url.rstrip("/")
         self.table_id = check_table_id(table)
         self.retries = retries
@@ -97,9 +104,17 @@ class LatencyClient:
         content = None if payload is None else json.dumps(payload, allow_nan=False).encode()
         headers = {"content-type": "application/json"} if content is not None else None
         last_problem = ""
-        for attempt in range(self.retries + 1):
+        deadline = None if self.retry_horizon_s is None else time.monotonic() + self.retry_horizon_s
+        attempt = 0
+        while True:
             if attempt:
-                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
+                pause = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+                if deadline is None and attempt > self.retries:
+                    break
+                if deadline is not None and time.monotonic() + pause > deadline:
+                    break
+                time.sleep(pause)
+            attempt += 1
             self.request_count += 1
             try:
                 response = self._http.request(method, path, content=content, headers=headers)
@@ -117,9 +132,7 @@ class LatencyClient:
                     raise LatencyQueryError(message, url, response.status_code, detail, field)
                 raise LatencyServiceError(message, url, response.status_code, detail, field)
             return response
-        raise LatencyServiceError(
-            f"{method} {url} failed after {self.retries + 1} attempts; last problem: {last_problem}", url
-        )
+        raise LatencyServiceError(f"{method} {url} failed after {attempt} attempts; last problem: {last_problem}", url)
 
     # ---- metadata -------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -131,6 +144,10 @@ class LatencyClient:
     @property
     def ranges(self) -> dict[str, tuple[int, int]]:
         return {axis: (int(lo), int(hi)) for axis, (lo, hi) in self.summary()["ranges"].items()}
+
+    def download(self) -> dict[str, Any]:
+        """The whole table document (for a local copy that answers when the server is gone)."""
+        return self._request("GET", self._table_path()).json()
 
     def refresh(self) -> None:
         """Forget the cached summary (after the table was replaced on the server)."""

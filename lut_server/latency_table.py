@@ -23,6 +23,7 @@ from lut_server.table_format import (
     read_table,
     validate_table,
 )
+from lut_server.table_identity import cached_content_hash
 
 DEFAULT_STEP: dict[str, int] = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
 """Default group sizes: they keep the remaining widths multiples of 8/16."""
@@ -193,6 +194,7 @@ class LatencyTable:
                 if self.calibration
                 else None
             ),
+            "content_hash": cached_content_hash(self.data),
         }
 
     # ---- queries --------------------------------------------------------------------------------------------

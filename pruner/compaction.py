@@ -40,8 +40,12 @@ def _copy_block(src: Block, dst: Block, e: Tensor, heads: Tensor, qk: Tensor, v:
 
 @torch.no_grad()
 def compact(model: VisionTransformer, gates: Gates) -> VisionTransformer:
-    """The dense model holding only the units whose gate is open; its logits equal the gated model's."""
-    small = VisionTransformer(gates.model_dims(), model.config).to(model.stem.pos_embed.device)
+    """The dense model holding only the units whose gate is open; its logits equal the gated model's.
+
+    It is built on the source model's device and in its dtype (a bf16 CUDA model compacts to a bf16 CUDA model).
+    """
+    source = model.stem.pos_embed
+    small = VisionTransformer(gates.model_dims(), model.config).to(device=source.device, dtype=source.dtype)
     e = _keep(gates.emb)
     src, dst = model.stem, small.stem
     dst.patch_embed.weight.copy_(src.patch_embed.weight[e])

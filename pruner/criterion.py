@@ -42,11 +42,24 @@ class Candidate:
     def as_dict(self) -> dict:
         return {
             "group": self.name,
+            "axis": self.axis,
+            "block": self.block,
             "units": self.units,
             "importance": self.importance,
             "latency_saved_ms": self.latency_saved_ms,
             "score": self.score,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Candidate:
+        return cls(
+            data["axis"],
+            data["block"],
+            [int(u) for u in data["units"]],
+            float(data["importance"]),
+            float(data["latency_saved_ms"]),
+            float(data["score"]),
+        )
 
 
 def least_important_units(importance: torch.Tensor, gate: torch.Tensor, count: int) -> list[int]:

@@ -77,12 +77,36 @@ class Gates:
             "blocks": [{a: b.get(a).tolist() for a in WIDTH_AXES} for b in self.blocks],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict, dtype: torch.dtype = torch.float32) -> Gates:
+        return cls(
+            emb=torch.tensor(data["emb"], dtype=dtype),
+            blocks=[BlockGates(*(torch.tensor(b[a], dtype=dtype) for a in WIDTH_AXES)) for b in data["blocks"]],
+        )
+
+    def flat(self) -> Tensor:
+        """Every gate vector concatenated in `vectors()` order (one tensor: one collective, one copy)."""
+        return torch.cat([t.reshape(-1) for _, _, t in self.vectors()])
+
+    def like_flat(self, flat: Tensor) -> Gates:
+        """A Gates of the same layout whose vectors are views into `flat`."""
+        sizes = [t.numel() for _, _, t in self.vectors()]
+        parts = list(torch.split(flat, sizes))
+        emb, rest = parts[0], parts[1:]
+        n = len(WIDTH_AXES)
+        return Gates(emb, [BlockGates(*rest[i * n : (i + 1) * n]) for i in range(len(self.blocks))])
+
 
 def _wg(param: Tensor) -> Tensor:
-    """w · ∂L/∂w elementwise (zeros where the parameter got no gradient)."""
+    """w · ∂L/∂w elementwise in fp32 or wider (zeros where the parameter got no gradient).
+
+    At least fp32 because half-precision products of a weight and a (possibly scaled) gradient overflow or
+    underflow.
+    """
+    dtype = torch.promote_types(param.dtype, torch.float32)
     if param.grad is None:
-        return torch.zeros_like(param)
-    return param.detach() * param.grad.detach()
+        return torch.zeros_like(param, dtype=dtype)
+    return param.detach().to(dtype) * param.grad.detach().to(dtype)
 
 
 def _block_gate_gradients(block: Block) -> tuple[dict[str, Tensor], Tensor]:
@@ -118,7 +142,12 @@ def _block_gate_gradients(block: Block) -> tuple[dict[str, Tensor], Tensor]:
 
 
 def gate_gradients(model: VisionTransformer) -> Gates:
-    """dL/dg for every unit gate at the current weights and gradients (call after loss.backward())."""
+    """dL/dg for every unit gate at the current weights and gradients (call after loss.backward()).
+
+    Raises RuntimeError when no parameter holds a gradient: folding in zeros would silently dilute the importance.
+    """
+    if all(p.grad is None for p in model.parameters()):
+        raise RuntimeError("no parameter has a gradient: call accumulate() after loss.backward(), before zero_grad()")
     stem, head = model.stem, model.head
     emb = _wg(stem.patch_embed.weight).flatten(1).sum(1) + _wg(stem.patch_embed.bias)
     emb = emb + _wg(stem.cls_token).sum((0, 1)) + _wg(stem.pos_embed).sum((0, 1))

@@ -4,36 +4,47 @@ Each `add` squares one batch's gate gradients (NViT Eq. 6 for that batch). Witho
 plain average over all batches since the last reset (every batch weighs the same, unlike an importance that keeps
 only the last sample); with momentum β it is the exponential average I ← β·I + (1−β)·g², bias-corrected, and it
 is carried across pruning steps.
+
+The running sum is one flat float64 vector on the gradients' device (the layout of `Gates.flat()`), so a batch
+costs a few vector operations and no device-to-host copy; `value()` copies it to the host once per pruning step.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from lut_server.dims import WIDTH_AXES
-from pruner.gates import BlockGates, Gates
+import torch
+from torch import Tensor
+
+from pruner.gates import Gates
 
 
 class ImportanceAccumulator:
-    """Running per-unit importance; `value()` returns it as a Gates-shaped structure of float64 tensors."""
+    """Running per-unit importance; `value()` returns it as a Gates-shaped structure of float64 CPU tensors."""
 
     def __init__(self, template: Gates, momentum: float | None = None):
         if momentum is not None and not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum
-        self._sum = template.zeros_like()
+        self._template = template
+        self._sum: Tensor = torch.zeros(template.flat().numel(), dtype=torch.float64)
         self.batches = 0  # batches since the last reset
         self.total_batches = 0
 
     def add(self, gate_grads: Gates) -> None:
         """Fold one batch's gate gradients in (squared per unit)."""
+        self.add_flat(gate_grads.flat())
+
+    def add_flat(self, flat_grads: Tensor) -> None:
+        """`add` for gate gradients already laid out as `Gates.flat()`."""
+        if self._sum.device != flat_grads.device:
+            self._sum = self._sum.to(flat_grads.device)
+        squared = flat_grads.detach().to(torch.float64).square()
         beta = self.momentum
-        for (_, _, acc), (_, _, grad) in zip(self._sum.vectors(), gate_grads.vectors(), strict=True):
-            squared = grad.detach().to(torch.float64).cpu().square()
-            if beta is None:
-                acc.add_(squared)
-            else:
-                acc.mul_(beta).add_(squared, alpha=1.0 - beta)
+        if beta is None:
+            self._sum.add_(squared)
+        else:
+            self._sum.mul_(beta).add_(squared, alpha=1.0 - beta)
         self.batches += 1
         self.total_batches += 1
 
@@ -45,14 +56,28 @@ class ImportanceAccumulator:
             scale = 1.0 / max(self.batches, 1)
         else:
             scale = 1.0 / (1.0 - self.momentum**self.total_batches)
-        return Gates(
-            self._sum.emb * scale,
-            [BlockGates(*(b.get(a) * scale for a in WIDTH_AXES)) for b in self._sum.blocks],
-        )
+        return self._template.like_flat(self._sum.cpu() * scale)
 
     def reset(self) -> None:
         """Start a new average after a pruning step (kept as is with momentum)."""
         if self.momentum is None:
-            for _, _, acc in self._sum.vectors():
-                acc.zero_()
+            self._sum.zero_()
             self.batches = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "momentum": self.momentum,
+            "sum": self._sum.cpu().clone(),
+            "batches": self.batches,
+            "total_batches": self.total_batches,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["momentum"] != self.momentum:
+            raise ValueError(f"importance momentum {state['momentum']} in the state, {self.momentum} here")
+        saved = torch.as_tensor(state["sum"], dtype=torch.float64)
+        if saved.shape != self._sum.shape:
+            raise ValueError(f"importance of {saved.numel()} units in the state, {self._sum.numel()} here")
+        self._sum = saved.to(self._sum.device).clone()
+        self.batches = int(state["batches"])
+        self.total_batches = int(state["total_batches"])

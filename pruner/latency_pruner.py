@@ -9,15 +9,24 @@
             p.step()                         # one `deltas` query, removes the lowest-scoring group(s)
     small = p.compact()                      # a physically smaller dense VisionTransformer
 
-Removed units stay in the model as zeroed weights (re-zeroed before every forward pass, since the optimizer may
-move them) until `compact()` builds the dense model.
+Removed units stay in the model as zeroed weights until `compact()` builds the dense model. They are held at
+exactly zero on every training path: after every `torch.optim` step (a global optimizer step hook) and before
+the stem runs (a forward pre-hook on the stem, which `forward`, `forward_both` and a DDP wrapper all reach),
+in both cases only when a masked parameter was modified since the masks were last applied.
+
+Under torch.distributed, gate gradients are averaged across ranks, rank 0 alone queries the latency source and
+decides, and every rank checks after each step that it holds the same gates (`pruner.rank_agreement`).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lut_server.dims import AXES, ModelDims
 from lut_server.latency_table import DEFAULT_STEP
@@ -26,7 +35,11 @@ from pruner.compaction import compact
 from pruner.criterion import Candidate, candidates, score
 from pruner.gates import Gates, gate_gradients
 from pruner.importance import ImportanceAccumulator
+from pruner.latency_source import check_workload, source_identity, source_summary
 from pruner.masking import apply_weight_masks, install_active_channel_norms, set_active_channels, weight_masks
+from pruner.rank_agreement import average_across_ranks, check_same_gates, decide_on_rank0, world
+
+STATE_VERSION = 1
 
 
 class LatencySource(Protocol):
@@ -51,6 +64,7 @@ class PruneStep:
     dims: ModelDims
     done: bool
     candidates: int = 0
+    gates_checksum: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,7 +75,29 @@ class PruneStep:
             "dims": self.dims.as_dict(),
             "done": self.done,
             "candidates": self.candidates,
+            "gates_checksum": self.gates_checksum,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneStep:
+        return cls(
+            int(data["index"]),
+            [Candidate.from_dict(c) for c in data["removed"]],
+            float(data["latency_before_ms"]),
+            float(data["latency_after_ms"]),
+            ModelDims.from_dict(data["dims"]),
+            bool(data["done"]),
+            int(data.get("candidates", 0)),
+            data.get("gates_checksum"),
+        )
+
+
+def _grads_already_unscaled(scaler: torch.amp.GradScaler) -> bool:
+    """Whether `scaler.unscale_(optimizer)` (or `scaler.step`) already ran since the last `update()`."""
+    from torch.amp.grad_scaler import OptState
+
+    states = getattr(scaler, "_per_optimizer_states", {})
+    return any(s.get("stage") in (OptState.UNSCALED, OptState.STEPPED) for s in states.values())
 
 
 @dataclass
@@ -75,6 +111,9 @@ class Pruner:
     step_sizes: Mapping[str, int] | None = None
     groups_per_step: int = 1
     momentum: float | None = None
+    grad_scaler: torch.amp.GradScaler | None = None
+    deploy_precision: str | None = None
+    deploy_batch: int | None = None
     history: list[PruneStep] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -94,16 +133,37 @@ class Pruner:
                 raise ValueError(
                     f"the model's {axis} widths {sorted(set(widths))} are outside the table's range [{lo}, {hi}]"
                 )
+        summary = source_summary(self.latency)
+        self.warnings: list[str] = (
+            check_workload(summary, self.model.config, self.deploy_precision, self.deploy_batch) if summary else []
+        )
+        self.table_identity = source_identity(self.latency)
         # never remove a dimension entirely, and never leave the table's range
         self.min_width = {a: max(self.step_sizes[a], ranges.get(a, (1, 0))[0]) for a in AXES}
         self.gates = Gates.ones_like(self.model)
         self.importance = ImportanceAccumulator(self.gates, self.momentum)
         self._norms = install_active_channel_norms(self.model)
         self._masks: list = []
-        self._hook = self.model.register_forward_pre_hook(lambda module, args: self.apply_masks())
+        self._mask_versions: list[int] = []
+        self._masked_ids: frozenset[int] = frozenset()
+        me = weakref.ref(self)
+
+        def after_optimizer_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            pruner = me()
+            if pruner is None or not pruner._masked_ids:
+                return
+            if any(id(p) in pruner._masked_ids for g in optimizer.param_groups for p in g["params"]):
+                pruner.reapply_masks_if_moved()
+
+        self._hooks = [
+            self.model.stem.register_forward_pre_hook(lambda module, args: self.reapply_masks_if_moved()),
+            register_optimizer_step_post_hook(after_optimizer_step),
+        ]
         self.original_ms: float | None = None
         self.predicted_ms: float | None = None
         self.exhausted = False
+        self.skipped_batches = 0
+        """Batches whose gate gradients were not finite (fp16 overflow) and were left out of the importance."""
 
     # ---- state ----------------------------------------------------------------------------------------------
     @property
@@ -122,57 +182,166 @@ class Pruner:
             return True
         return self.predicted_ms is not None and self.target_ms is not None and self.predicted_ms <= self.target_ms
 
-    # ---- the loop -------------------------------------------------------------------------------------------
-    def accumulate(self) -> None:
-        """Fold the current gradients into the importance; call after loss.backward(), before zero_grad()."""
-        self.importance.add(gate_gradients(self.model))
+    def settings(self) -> dict[str, Any]:
+        return {
+            "eta": self.eta,
+            "step_sizes": dict(self.step_sizes or {}),
+            "groups_per_step": self.groups_per_step,
+            "momentum": self.momentum,
+        }
 
-    def step(self) -> PruneStep:
-        """Remove the lowest-scoring group(s) with one latency query; stops removing at the target latency."""
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly (the model's and optimizer's own state aside)."""
+        return {
+            "version": STATE_VERSION,
+            "gates": self.gates.as_dict(),
+            "importance": self.importance.state_dict(),
+            "history": [r.as_dict() for r in self.history],
+            "original_ms": self.original_ms,
+            "predicted_ms": self.predicted_ms,
+            "target_ratio": self.target_ratio,
+            "exhausted": self.exhausted,
+            "skipped_batches": self.skipped_batches,
+            "table": self.table_identity,
+            "settings": self.settings(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], repin: bool = False) -> None:
+        """Continue from `state_dict()`; refuses other settings, and another table unless `repin`."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"pruner state version {state.get('version')}, this pruner reads {STATE_VERSION}")
+        if state["settings"] != self.settings():
+            raise ValueError(f"pruner settings differ from the saved run's: {state['settings']} vs {self.settings()}")
+        saved_table, here = state.get("table"), self.table_identity
+        if not repin and saved_table and here and saved_table.get("content_hash") != here.get("content_hash"):
+            raise ValueError(
+                f"the run was pruned against table {saved_table.get('id')!r} (content "
+                f"{str(saved_table.get('content_hash'))[:12]}); the latency source now holds {here.get('id')!r} "
+                f"(content {str(here.get('content_hash'))[:12]}); re-pin explicitly to continue with it"
+            )
+        gates = Gates.from_dict(state["gates"])
+        if gates.model_dims().blocks and len(gates.blocks) != len(self.gates.blocks):
+            raise ValueError("the saved gates are for a model of another depth")
+        for (_, _, mine), (_, _, saved) in zip(self.gates.vectors(), gates.vectors(), strict=True):
+            if mine.shape != saved.shape:
+                raise ValueError(f"saved gate vector of {saved.numel()} units, {mine.numel()} here")
+            mine.copy_(saved)
+        self.importance.load_state_dict(state["importance"])
+        self.history = [PruneStep.from_dict(r) for r in state["history"]]
+        self.original_ms = state["original_ms"]
+        self.predicted_ms = state["predicted_ms"]
+        self.target_ratio = float(state.get("target_ratio", self.target_ratio))
+        self.exhausted = bool(state["exhausted"])
+        self.skipped_batches = int(state.get("skipped_batches", 0))
+        self._refresh_masks()
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def accumulate(self, scaler: torch.amp.GradScaler | None = None) -> bool:
+        """Fold the current gradients into the importance; call after loss.backward(), before zero_grad().
+
+        With a GradScaler (here or given to the Pruner) the gradients are unscaled first unless
+        `scaler.unscale_` already ran. Batches with non-finite gate gradients (fp16 overflow) are skipped and
+        counted in `skipped_batches`; returns whether the batch was folded in. Raises RuntimeError when there
+        are no gradients (all None, or all zero after `zero_grad(set_to_none=False)`).
+        """
+        scaler = scaler if scaler is not None else self.grad_scaler
+        flat = gate_gradients(self.model).flat()
+        if scaler is not None and scaler.is_enabled() and not _grads_already_unscaled(scaler):
+            flat = flat / scaler.get_scale()
+        flat = average_across_ranks(flat)
+        finite, nonzero = torch.stack([torch.isfinite(flat).all(), flat.ne(0).any()]).tolist()
+        if not finite:
+            self.skipped_batches += 1
+            return False
+        if not nonzero:
+            raise RuntimeError(
+                "every gate gradient is zero: call accumulate() after loss.backward(), before zero_grad()"
+            )
+        self.importance.add_flat(flat)
+        return True
+
+    def _decide(self) -> dict[str, Any]:
+        """One latency query and the groups to remove (runs on rank 0 only)."""
         deltas = self.latency.deltas(self.dims, self.step_sizes)
         current = float(deltas.total_ms)
-        if self.original_ms is None:
-            self.original_ms = current
-        self.predicted_ms = current
+        original = self.original_ms if self.original_ms is not None else current
+        target = self.target_ratio * original
         removed: list[Candidate] = []
-        cands: list[Candidate] = []
-        if not self.done:
+        count = 0
+        estimate = current
+        exhausted = self.exhausted
+        acted = not exhausted and current > target
+        if acted:
             cands = candidates(
                 self.gates, self.importance.value(), deltas.emb, deltas.blocks, self.step_sizes, self.min_width
             )
-            ranked = score(cands, self.eta)
+            count = len(cands)
             used: set[str] = set()
-            estimate = current
-            for cand in ranked:
-                if len(removed) >= self.groups_per_step or estimate <= self.target_ms:
+            for cand in score(cands, self.eta):
+                if len(removed) >= self.groups_per_step or estimate <= target:
                     break
                 if cand.name in used:
                     continue
                 removed.append(cand)
                 used.add(cand.name)
                 estimate -= cand.latency_saved_ms
-            if not removed:
-                self.exhausted = True
+            exhausted = not removed
+        return {
+            "original_ms": original,
+            "current_ms": current,
+            "estimate_ms": estimate,
+            "removed": [c.as_dict() for c in removed],
+            "candidates": count,
+            "exhausted": exhausted,
+            "acted": acted,
+        }
+
+    def step(self) -> PruneStep:
+        """Remove the lowest-scoring group(s) with one latency query; stops removing at the target latency."""
+        decision = decide_on_rank0(self._decide)
+        self.original_ms = decision["original_ms"]
+        current = decision["current_ms"]
+        self.predicted_ms = current
+        removed = [Candidate.from_dict(c) for c in decision["removed"]]
+        if decision["acted"]:
             for cand in removed:
                 gate = self.gates.emb if cand.block is None else self.gates.blocks[cand.block].get(cand.axis)
                 gate[cand.units] = 0.0
-            self.predicted_ms = estimate
+            self.exhausted = decision["exhausted"]
+            self.predicted_ms = decision["estimate_ms"]
             self._refresh_masks()
             self.importance.reset()
-        record = PruneStep(len(self.history), removed, current, self.predicted_ms, self.dims, self.done, len(cands))
+        checksum = check_same_gates(self.gates.flat(), len(self.history))
+        record = PruneStep(
+            len(self.history),
+            removed,
+            current,
+            self.predicted_ms,
+            self.dims,
+            self.done,
+            decision["candidates"],
+            checksum,
+        )
         self.history.append(record)
         return record
 
     # ---- masks and compaction -------------------------------------------------------------------------------
     def _refresh_masks(self) -> None:
         self._masks = weight_masks(self.model, self.gates)
+        self._masked_ids = frozenset(id(p) for p, _ in self._masks)
         set_active_channels(self._norms, self.gates)
         self.apply_masks()
 
     def apply_masks(self) -> None:
-        """Zero the removed units' weights (runs before every forward pass)."""
+        """Zero the removed units' weights."""
         if self._masks:
             apply_weight_masks(self._masks)
+            self._mask_versions = [p._version for p, _ in self._masks]
+
+    def reapply_masks_if_moved(self) -> None:
+        """Zero the removed units' weights again if anything modified a masked parameter since the last time."""
+        if self._masks and any(p._version != v for (p, _), v in zip(self._masks, self._mask_versions, strict=True)):
+            self.apply_masks()
 
     def compact(self) -> VisionTransformer:
         """A new, physically smaller dense model with the same function as the gated one."""
@@ -180,5 +349,11 @@ class Pruner:
         return compact(self.model, self.gates)
 
     def remove(self) -> None:
-        """Detach from the model (the forward hook); the gated model keeps its zeroed weights."""
-        self._hook.remove()
+        """Detach from the model and the optimizers (the hooks); the gated model keeps its zeroed weights."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    @property
+    def rank(self) -> int:
+        return world()[0]

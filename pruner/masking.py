@@ -35,8 +35,11 @@ class ActiveChannelLayerNorm(nn.LayerNorm):
         if self.active is None:
             return super().forward(x)
         idx = self.active
-        out = x.new_zeros(x.shape)
-        out[..., idx] = F.layer_norm(x[..., idx], (idx.numel(),), self.weight[idx], self.bias[idx], self.eps)
+        normed = F.layer_norm(x[..., idx], (idx.numel(),), self.weight[idx], self.bias[idx], self.eps)
+        # the output takes layer_norm's dtype (fp32 under autocast even for a half residual stream), as in the
+        # compacted model
+        out = normed.new_zeros(x.shape)
+        out[..., idx] = normed
         return out
 
 

@@ -16,9 +16,14 @@ from profiler.vit import VisionTransformer
 
 
 def export_model_onnx(model: VisionTransformer, path: str | Path, batch: int = 1) -> Path:
-    """Write `model` as an ONNX graph taking images of shape (batch, C, H, W) and returning logits."""
+    """Write `model` as an ONNX graph taking images of shape (batch, C, H, W) and returning logits.
+
+    The example input is made on the model's device and in its dtype, so a CUDA or half-precision model exports
+    as it is (the graph's input then has the model's dtype).
+    """
     cfg = model.config
-    images = torch.zeros(batch, cfg.in_chans, cfg.image_size, cfg.image_size)
+    weight = model.stem.patch_embed.weight
+    images = torch.zeros(batch, cfg.in_chans, cfg.image_size, cfg.image_size, device=weight.device, dtype=weight.dtype)
     graph = export_onnx(model.eval(), (images,))
     path = Path(path)
     write_bytes_atomic(path, graph.model)
@@ -30,5 +35,6 @@ def onnx_logits(path: str | Path, images: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+    graph_input = session.get_inputs()[0]
+    dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
+    return session.run(None, {graph_input.name: np.ascontiguousarray(images, dtype=dtype)})[0]

@@ -52,3 +52,26 @@ def plot_dims(original: ModelDims, pruned: ModelDims, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_prune_run(timeline: list[dict[str, Any]], targets_ms: list[float], path: Path) -> None:
+    """Predicted latency, held-out accuracy and the model's total widths after each pruning step."""
+    steps = [t["step"] for t in timeline]
+    fig, (ax, dims_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    ax.plot(steps, [t["predicted_ms"] for t in timeline], color="tab:blue", label="predicted latency (table)")
+    for target in targets_ms:
+        ax.axhline(target, color="tab:blue", linestyle=":", linewidth=1)
+    ax.set_xlabel("pruning step")
+    ax.set_ylabel("latency (ms); dotted: targets", color="tab:blue")
+    acc = ax.twinx()
+    acc.plot(steps, [t["accuracy"] for t in timeline], color="tab:red")
+    acc.set_ylabel("held-out accuracy (%)", color="tab:red")
+    for axis in ("heads", "qk", "v", "mlp"):
+        dims_ax.plot(steps, [sum(b[axis] for b in t["dims"]["blocks"]) for t in timeline], label=f"total {axis}")
+    dims_ax.plot(steps, [t["dims"]["emb"] for t in timeline], label="emb")
+    dims_ax.set_yscale("log")
+    dims_ax.set_xlabel("pruning step")
+    dims_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

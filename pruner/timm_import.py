@@ -62,7 +62,10 @@ def _check_supported(model: nn.Module) -> None:
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor:
-    return linear.bias.detach() if linear.bias is not None else torch.zeros(linear.out_features)
+    """The layer's bias, or zeros on the layer's device and in its dtype when it has none."""
+    if linear.bias is not None:
+        return linear.bias.detach()
+    return torch.zeros(linear.out_features, device=linear.weight.device, dtype=linear.weight.dtype)
 
 
 @torch.no_grad()
@@ -95,7 +98,8 @@ def from_timm(model: nn.Module) -> VisionTransformer:
     ours = VisionTransformer(ModelDims(emb, tuple(widths)), config)
 
     ours.stem.patch_embed.weight.copy_(patch.weight)
-    ours.stem.patch_embed.bias.copy_(patch.bias if patch.bias is not None else torch.zeros(emb))
+    patch_bias = ours.stem.patch_embed.bias
+    patch_bias.copy_(patch.bias if patch.bias is not None else torch.zeros_like(patch_bias))
     ours.stem.cls_token.copy_(model.cls_token)
     if distilled:
         ours.stem.dist_token.copy_(model.dist_token)

@@ -35,9 +35,16 @@ def batch(seed: int, n: int = 6, dtype: torch.dtype = torch.float32) -> tuple[to
     return x, y
 
 
+def small_table_doc() -> dict:
+    """The document of `small_table()`: profiled (nominally) for the small model's token count."""
+    doc = make_table(GRID)
+    doc["workload"]["tokens"] = CONFIG.tokens
+    return doc
+
+
 def small_table() -> LatencyTable:
     """A multilinear (FLOP-like) table over GRID, so interpolation is exact and deltas are known in closed form."""
-    return LatencyTable(make_table(GRID), "small")
+    return LatencyTable(small_table_doc(), "small")
 
 
 class CountingLatency:

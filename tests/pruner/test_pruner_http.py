@@ -9,9 +9,8 @@ from lut_server.table_format import write_table
 from pruner import Pruner
 from pruner.demo_table import DEMO_OPTIONS, table_matches
 from pruner.digits import DEMO_DIMS, DIGITS_CONFIG
-from tests.pruner.small_models import GRID, batch, small_model, small_table
+from tests.pruner.small_models import batch, small_model, small_table, small_table_doc
 from tests.server.server_process import ServerProcess
-from tests.table.table_factory import make_table
 
 
 def prune_with(latency) -> tuple[Pruner, list]:
@@ -31,7 +30,7 @@ def prune_with(latency) -> tuple[Pruner, list]:
 def test_pruning_over_http_makes_one_request_per_step_and_matches_the_local_table(tmp_path):
     tables = tmp_path / "tables"
     tables.mkdir()
-    write_table(tables / "small.json", make_table(GRID))
+    write_table(tables / "small.json", small_table_doc())
     with ServerProcess(tables) as server, LatencyClient(server.url, "small") as client:
         remote, remote_removed = prune_with(client)
         requests = client.request_count
