@@ -20,8 +20,11 @@ import torch
 
 from lut_server.atomic_file import write_json_atomic
 from lut_server.client import LatencyClient
+from lut_server.dims import BlockDims
+from profiler.machine_level import has_reference, predicted_pair_ms, reference_runner
 from profiler.timing import measure
 from profiler.vit import VisionTransformer
+from profiler.workload import Workload
 from pruner.checkpoint import load_compact, save_compact
 from pruner.demo_table import (
     DEMO_BACKEND,
@@ -60,19 +63,32 @@ def original_model(split: DigitsSplit, cache: Path, seed: int) -> tuple[VisionTr
     return model.eval(), False
 
 
-def measure_rounds(models: dict[str, VisionTransformer], rounds: int = 21) -> dict[str, list[float]]:
+def measure_rounds(
+    models: dict[str, VisionTransformer], rounds: int = 21, table: dict[str, Any] | None = None
+) -> dict[str, list[float]]:
     """`rounds` alternating measurements per model (medians of the protocol's samples, ms), with the table's
-    backend, batch, threads and allocator. This VM's speed wanders by 5-10% within seconds and stays slow for tens
-    of seconds at a time, so the rounds are spread over about a minute."""
+    backend, batch, threads and allocator, spread over about a minute so that a burst of load hits a few rounds.
+    With the table document, its reference pair is timed in every round too (under "reference"): the machine's
+    level against the minutes the table was profiled in."""
     backend = demo_backend()
     cfg = DIGITS_CONFIG
     images = torch.randn(DEMO_BATCH, cfg.in_chans, cfg.image_size, cfg.image_size, generator=torch.Generator())
     runners = {name: backend.prepare(copy.deepcopy(m), (images,)) for name, m in models.items()}
-    samples: dict[str, list[float]] = {name: [] for name in models}
+    if table is not None and has_reference(table):
+        runners["reference"] = reference_runner(table, backend, Workload(DEMO_BATCH, cfg.tokens, cfg))()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
             samples[name].append(measure(run, DEMO_PROTOCOL).median_ms)
     return samples
+
+
+def machine_level(table: dict[str, Any], rounds: dict[str, list[float]]) -> float | None:
+    """Median of the reference's rounds over the table's own cells for it (1.0: as fast as while profiling)."""
+    if "reference" not in rounds:
+        return None
+    reference = BlockDims(**table["sweep"]["reference"]["dims"])
+    return statistics.median(rounds["reference"]) / predicted_pair_ms(table, reference)
 
 
 def measure_latency(models: dict[str, VisionTransformer], rounds: int = 21) -> dict[str, float]:
@@ -183,8 +199,10 @@ def run_demo(
 
     predicted_pruned = client.model_latency(small.model_dims)
     t0 = time.perf_counter()
-    rounds = measure_rounds({"original": original, "pruned": small})
+    table_doc = client.download()
+    rounds = measure_rounds({"original": original, "pruned": small}, table=table_doc)
     measured = {name: statistics.median(values) for name, values in rounds.items()}
+    level = machine_level(table_doc, rounds)
     torch.set_num_threads(train_threads)
     measure_s = time.perf_counter() - t0
     _log(f"measured: original {measured['original']:.2f} ms, pruned {measured['pruned']:.2f} ms")
@@ -198,6 +216,17 @@ def run_demo(
     predicted_ratio = predicted_pruned / pruner.original_ms
     original_err = 100 * (pruner.original_ms - measured["original"]) / measured["original"]  # signed: drift shows
     pred_err = 100 * abs(predicted_pruned - measured["pruned"]) / measured["pruned"]
+    level_figures = {}
+    if level is not None:
+        level_figures = {
+            "machine_level_pct": 100 * (level - 1),
+            "level_normalised_predicted_vs_measured_pct": 100
+            * abs(predicted_pruned - measured["pruned"] / level)
+            / (measured["pruned"] / level),
+            "level_normalised_original_pct": 100
+            * (pruner.original_ms - measured["original"] / level)
+            / (measured["original"] / level),
+        }
     steps = len(pruner.history)
     report = {
         "table": {"id": table_id, "server": server, "profiled_now": profiled, "summary": summary},
@@ -229,6 +258,7 @@ def run_demo(
             "saved_to": str(model_dir),
             "onnx_max_abs_logit_diff": onnx_diff,
         },
+        "reference_rounds_ms": rounds.get("reference"),
         "steps": steps,
         "http_requests": client.request_count,
         "checks": {
@@ -241,6 +271,7 @@ def run_demo(
             "accuracy_drop_points": original_acc - pruned_acc,
             "accuracy_drop_ok": original_acc - pruned_acc <= 2.0,
             "http_requests_ok": client.request_count <= steps + 5,
+            **level_figures,
         },
         "timeline": timeline,
         "history": [r.as_dict() for r in pruner.history],
@@ -275,6 +306,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"{report['target_ratio']}) [{mark[c['measured_ratio_ok']]}]",
         f"predicted vs measured {c['predicted_vs_measured_pct']:.1f}% [{mark[c['predicted_vs_measured_ok']]}] "
         f"(original model: {c['original_predicted_vs_measured_pct']:+.1f}%)",
+        *(
+            [
+                f"machine level {c['machine_level_pct']:+.1f}% against the table's reference; level-normalised: "
+                f"pruned {c['level_normalised_predicted_vs_measured_pct']:.1f}%, original "
+                f"{c['level_normalised_original_pct']:+.1f}%"
+            ]
+            if "machine_level_pct" in c
+            else []
+        ),
         f"accuracy drop {c['accuracy_drop_points']:.2f} points [{mark[c['accuracy_drop_ok']]}]",
         f"{report['steps']} pruning steps, {report['http_requests']} HTTP requests [{mark[c['http_requests_ok']]}]",
         f"pruned dims: EMB {p['dims']['emb']}, blocks "
