@@ -7,7 +7,8 @@ combination inside the stem-to-head pipeline, stage by stage, with the table's p
 table's raw cells, which hold no interpolation error; each is timed in two shuffled passes, and the passes'
 disagreement is the noise the drift is judged against. A shared machine also wanders while a table is profiled
 (the sweep re-times its reference throughout); a drift within the range the sweep itself saw is no evidence that
-the table went stale, so the threshold is the largest of 3%, twice the check's noise and that range.
+the table went stale, so the threshold is the largest of 3%, twice the check's noise and that range (the 90th
+percentile of the re-times' departures from their median).
 
 Exit codes: 0 `holds`, 3 `stale` (same device, drifted beyond noise), 4 `different` (device or software differs).
 """
@@ -83,13 +84,19 @@ def time_points(doc: Mapping[str, Any], points: list[BlockDims], passes: int, se
     return [CheckPoint(p, predicted_pair_ms(doc, p), tuple(t)) for p, t in zip(points, timed, strict=True)]
 
 
+WANDER_MIN_RETIMES = 5
+"""Fewer re-times of the reference than this say nothing about how the machine wandered (a quick sweep has two)."""
+
+
 def profiling_wander_pct(doc: Mapping[str, Any]) -> float:
-    """How far the sweep's reference re-times strayed from their median, in percent (0 without a series)."""
+    """How far the sweep's reference re-times strayed from their median: the 90th percentile of their absolute
+    departures, in percent (0 with fewer than WANDER_MIN_RETIMES re-times). A percentile rather than the maximum,
+    so one burst of load during profiling does not excuse any drift."""
     series = [float(s["median_ms"]) for s in ((doc.get("sweep") or {}).get("reference") or {}).get("series") or []]
-    if len(series) < 2:
+    if len(series) < WANDER_MIN_RETIMES:
         return 0.0
     middle = float(median(series))
-    return 100.0 * max(abs(v - middle) for v in series) / middle
+    return float(np.percentile([100.0 * abs(v - middle) / middle for v in series], 90))
 
 
 def drift_threshold_pct(noise_pct: float, wander_pct: float) -> float:
