@@ -144,3 +144,17 @@ def test_bad_table_ids_are_refused(bad):
 
 def test_good_table_ids_pass():
     assert check_table_id("epyc-torch-cpu-fp32-b1-t197") == "epyc-torch-cpu-fp32-b1-t197"
+
+
+def test_written_tables_are_readable_by_other_users_as_the_umask_allows(tmp_path):
+    import os
+    import stat
+
+    from lut_server.atomic_file import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "t.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "t.json").stat().st_mode) == 0o644
