@@ -222,16 +222,16 @@ Factor = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Constant = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class Calibration(BaseModel):
+class Calibration(_Sparse):
     """A correction fitted to whole-model measurements; the part medians stay untouched beside it."""
 
     model_config = _CLOSED
     method: str
-    form: str = Field(description="the fitted form: none, scale, parts or parts+constants")
+    form: str | None = Field(default=None, description="the fitted form: none, scale, parts or parts+constants")
     factors: dict[str, Factor] = Field(description="per part (attn_qk, attn_v, mlp, block, stem, head): scale")
     block_ms: Constant = Field(description="added once per block")
     model_ms: Constant = Field(description="added once per model")
-    fitted: JsonObject = Field(description="what it was fitted on (created, models, blocks, ...)")
+    fitted: JsonObject = Field(default_factory=dict, description="what it was fitted on (created, models, points)")
     before: ErrorFigures
     after: ErrorFigures = Field(description="cross-validated on held-out models")
     cross_validation: dict[str, Percent] = Field(
@@ -312,14 +312,15 @@ def upgrade_software(software: Any) -> Any:
 
 
 def upgrade_v1(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A version 1 document in version 2 form (device and software without fingerprint, no calibration)."""
+    """A version 1 document in version 2 form (device and software without fingerprint, no calibration unless the
+    document carries one)."""
     out = dict(doc)
     out["version"] = FORMAT_VERSION
     if "device" in out:
         out["device"] = upgrade_device(out["device"])
     if "software" in out:
         out["software"] = upgrade_software(out["software"])
-    out["calibration"] = None
+    out.setdefault("calibration", None)
     return out
 
 

@@ -233,3 +233,18 @@ def fingerprint_mismatches(table: Mapping[str, Any], here: Mapping[str, Any]) ->
         return [f"device: the table records no fingerprint (only {(table.get('device') or {}).get('name')!r})"]
     on_this_machine = {**table, "device": here.get("device"), "software": here.get("software")}
     return compatibility_mismatches(table, on_this_machine)
+
+
+def summary_mismatches(summary: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
+    """`fingerprint_mismatches` for a served table, known only by its summary (`GET /v1/tables/{id}/summary`)."""
+    fingerprint = summary.get("fingerprint") or {}
+    served = {
+        "device": {
+            "name": summary.get("device"),
+            "kind": here["device"].get("kind"),
+            "match": fingerprint.get("device"),
+        },
+        "software": {"match": fingerprint.get("software") or {}},
+    }
+    this_machine = {"device": {**here["device"], "name": summary.get("device")}, "software": here["software"]}
+    return fingerprint_mismatches(served, this_machine)

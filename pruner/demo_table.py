@@ -17,7 +17,7 @@ from lut_server.table_format import read_table
 from profiler.backends import Backend, create_backend
 from profiler.backends.glibc_malloc import default_allocator
 from profiler.calibrate import calibrate_table
-from profiler.fingerprint import fingerprint_mismatches
+from profiler.fingerprint import summary_mismatches
 from profiler.grids import DEFAULT_PARTS, GridSpec
 from profiler.sweep import Sweep, SweepMismatch
 from profiler.timing import Protocol
@@ -72,14 +72,7 @@ def table_matches(summary: dict[str, Any], dims: ModelDims, config: VitConfig) -
             return f"its {axis} range {lo}..{hi} does not cover {value}"
     if not {"stem", "head"} <= set(summary.get("parts", [])):
         return "it has no stem/head parts"
-    fingerprint = summary.get("fingerprint") or {}
-    served = {
-        "device": {"name": summary.get("device"), "kind": "cpu", "match": fingerprint.get("device") or {}},
-        "software": {"match": fingerprint.get("software") or {}},
-    }
-    here = demo_backend().environment()
-    here["device"]["name"] = summary.get("device")  # the name is derived from the match fields compared below
-    mismatches = fingerprint_mismatches(served, here)
+    mismatches = summary_mismatches(summary, demo_backend().environment())
     if mismatches:
         return "it describes another machine (" + "; ".join(mismatches) + ")"
     return None

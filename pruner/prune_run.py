@@ -171,14 +171,16 @@ def _accuracy(model: VisionTransformer, split: ImageFolderSplit, count: int, dev
 def _measured_ms(summary: dict[str, Any], small: VisionTransformer) -> float | None:
     """The snapshot's latency measured here with the table's backend and workload, when this is the table's
     device (torch-cpu tables only: GPU measurement belongs to `python -m profiler measure`)."""
-    from profiler.environment import cpu_model
-
-    if summary.get("backend") != "torch-cpu" or summary.get("device") != cpu_model():
+    if summary.get("backend") != "torch-cpu":
         return None
     from profiler.backends import create_backend
+    from profiler.fingerprint import summary_mismatches
     from profiler.timing import Protocol, measure
 
-    backend = create_backend("torch-cpu", summary.get("precision", "fp32"), summary.get("threads") or 1)
+    options = summary.get("options") or {}
+    backend = create_backend("torch-cpu", summary.get("precision", "fp32"), summary.get("threads") or 1, **options)
+    if summary_mismatches(summary, backend.environment()):
+        return None
     cfg = small.config
     images = torch.randn(int(summary["batch"]), cfg.in_chans, cfg.image_size, cfg.image_size)
     runner = backend.prepare(copy.deepcopy(small).cpu().float().eval(), (images,))

@@ -14,7 +14,7 @@ from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
 from lut_server.table_identity import content_hash
 
-GRID = {"emb": [16, 32], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [16, 32]}
+GRID = {"emb": [32, 64], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [32, 64]}
 
 
 def run_profiler(*args: str | Path) -> subprocess.CompletedProcess:
@@ -49,7 +49,14 @@ def test_check_reports_fingerprint_and_drift_on_the_tables_device(tiny_table):
     assert result["device_match"] is True and result["mismatches"] == []
     assert result["fingerprint"]["device"]["cpu"]["isa"]  # the fingerprint is shown
     assert len(result["points"]) == 3  # the reference and two grid combinations
-    assert abs(result["drift_pct"]) < 30  # the same machine minutes later: predictions are the table's own cells
+    reference = result["points"][0]
+    doc = read_table(tiny_table)
+    cell = {name: np.array(part["median_ms"]) for name, part in doc["parts"].items()}
+    g = {axis: values.index(reference[axis]) for axis, values in GRID.items()}
+    pair = 2 * (cell["attn_qk"][g["emb"], g["heads"], g["qk"]] + cell["attn_v"][g["emb"], g["heads"], g["v"]]
+                + cell["mlp"][g["emb"], g["mlp"]]) + cell["stem"][g["emb"]] + cell["head"][g["emb"]]  # fmt: skip
+    assert reference["predicted_ms"] == pytest.approx(pair, rel=1e-4)  # two blocks between stem and head
+    assert abs(result["drift_pct"]) < 60  # the same machine minutes later
 
 
 @pytest.mark.slow
@@ -76,7 +83,7 @@ def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(t
     assert "device.match.cpu.isa.avx2: table" in done.stdout and "verdict different" in done.stdout
 
     configs = tmp_path / "configs.json"
-    configs.write_text(json.dumps([{"emb": 24, "heads": 2, "qk": 8, "v": 16, "mlp": 24}]))
+    configs.write_text(json.dumps([{"emb": 48, "heads": 2, "qk": 8, "v": 16, "mlp": 48}]))
     refused = run_profiler("measure", "--table", other, "--configs", configs)
     assert refused.returncode == 4 and "device.match.cpu.isa.avx2" in refused.stderr and "--force" in refused.stderr
     forced = run_profiler("measure", "--table", other, "--configs", configs, "--force")
@@ -88,13 +95,13 @@ def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(t
 def test_measure_models_times_whole_models_with_stem_and_head(tiny_table, tmp_path):
     models = tmp_path / "models.json"
     block = {"heads": 2, "qk": 16, "v": 16, "mlp": 32}
-    models.write_text(json.dumps([{"emb": 32, "blocks": [block]}, {"emb": 32, "blocks": [block] * 6}]))
+    models.write_text(json.dumps([{"emb": 64, "blocks": [block]}, {"emb": 64, "blocks": [block] * 6}]))
     done = run_profiler("measure", "--table", tiny_table, "--models", models, "--no-progress")
     assert done.returncode == 0, done.stderr
     one, six = json.loads(done.stdout)["latency_ms"]
     assert six > 2.5 * one  # six blocks cost more than one (stem and head are shared)
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"emb": 32}]))
+    bad.write_text(json.dumps([{"emb": 64}]))
     refused = run_profiler("measure", "--table", tiny_table, "--models", bad)
     assert refused.returncode == 2 and "blocks" in refused.stderr
 
@@ -141,7 +148,7 @@ def test_profile_from_builds_a_table_here_from_a_few_runs(tiny_table, tmp_path):
     assert origin["table_id"] == "tiny" and origin["content_hash"] == content_hash(source) and origin["budget"] == 3
     assert moved["sweep"]["units_done"] == 3 and all(len(r["dims"]) == 2 for r in moved["sweep"]["records"])
     assert moved["device"]["match"] == source["device"]["match"]
-    LatencyTable(moved, "moved").block_latency(np.array([[24.0, 2, 12, 12, 24]]))  # it serves
+    LatencyTable(moved, "moved").block_latency(np.array([[48.0, 2, 12, 12, 48]]))  # it serves
     again = run_profiler("profile", "--from", tiny_table, "--budget", "3", "--out", out)
     assert again.returncode == 2 and "exists" in again.stderr
     mixed = run_profiler("profile", "--from", tiny_table, "--batch", "4", "--out", tmp_path / "x.json")

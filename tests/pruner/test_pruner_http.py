@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch.nn.functional as F
 
 from lut_server.client import LatencyClient
 from lut_server.table_format import write_table
 from pruner import Pruner
-from pruner.demo_table import DEMO_OPTIONS, table_matches
+from pruner.demo_table import DEMO_OPTIONS, demo_backend, table_matches
 from pruner.digits import DEMO_DIMS, DIGITS_CONFIG
 from tests.pruner.small_models import batch, small_model, small_table, small_table_doc
 from tests.server.server_process import ServerProcess
@@ -52,7 +54,14 @@ def test_demo_table_check_names_what_does_not_fit():
         "ranges": {"emb": [32, 128], "heads": [1, 4], "qk": [8, 32], "v": [8, 32], "mlp": [16, 512]},
         "parts": ["attn_qk", "attn_v", "mlp", "stem", "head"],
     }
+    here = demo_backend().environment()
+    summary["device"] = here["device"]["name"]
+    summary["fingerprint"] = {"device": here["device"]["match"], "software": here["software"]["match"]}
     assert table_matches(summary, DEMO_DIMS, DIGITS_CONFIG) is None
+    other_cpu = copy.deepcopy(summary)
+    other_cpu["fingerprint"]["device"]["cpu"]["family"] = -1
+    assert "device.match.cpu.family" in table_matches(other_cpu, DEMO_DIMS, DIGITS_CONFIG)
+    assert "no fingerprint" in table_matches({**summary, "fingerprint": {}}, DEMO_DIMS, DIGITS_CONFIG)
     assert "batch" in table_matches({**summary, "batch": 1}, DEMO_DIMS, DIGITS_CONFIG)
     assert "options" in table_matches({**summary, "options": {}}, DEMO_DIMS, DIGITS_CONFIG)  # timed before the option
     assert "tokens" in table_matches({**summary, "tokens": 197}, DEMO_DIMS, DIGITS_CONFIG)

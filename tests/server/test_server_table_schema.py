@@ -56,7 +56,7 @@ def test_the_put_body_schema_is_the_table_document(client: TestClient) -> None:
     workload = _resolve(spec, table["properties"]["workload"])
     assert workload["properties"]["batch"]["minimum"] == 1
     calibration = _resolve(spec, table["properties"]["calibration"]["anyOf"][0])
-    assert {"method", "factors", "block_ms", "model_ms", "fitted", "before", "after"} <= set(calibration["required"])
+    assert {"method", "factors", "block_ms", "model_ms", "before", "after"} <= set(calibration["required"])
 
 
 def test_a_version_2_upload_is_stored_with_its_fingerprint(client: TestClient, tmp_path: Path) -> None:

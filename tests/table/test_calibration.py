@@ -79,7 +79,9 @@ def test_calibration_is_chosen_by_cross_validation_and_beats_the_raw_table_on_un
 
 def test_group_deltas_scale_with_the_part_factor_and_constants_cancel():
     table = LatencyTable(make_table(), "synthetic", calibrated=False)
-    calibration = {"factors": {"mlp": 2.0}, "block_ms": 0.3, "model_ms": 5.0}
+    figures = {"median_ape_pct": 1.0, "p95_ape_pct": 2.0, "max_ape_pct": 3.0}
+    calibration = {"method": "test", "factors": {"mlp": 2.0}, "block_ms": 0.3, "model_ms": 5.0, "before": figures,
+                   "after": figures}  # fmt: skip
     calibrated = LatencyTable(make_table() | {"calibration": calibration}, "cal")
     model = ModelDims.uniform(128, 4, heads=2, qk=16, v=16, mlp=256)
     raw_deltas, cal_deltas = table.deltas(model), calibrated.deltas(model)
