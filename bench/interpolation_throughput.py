@@ -20,7 +20,7 @@ from lut_server.dims import AXES
 from lut_server.latency_table import LatencyTable, monotone_fit
 from lut_server.table_format import BLOCK_PARTS, PART_AXES
 
-DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "tables" / "epyc-torch-cpu-fp32-b1-t197.json"
+DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "tables" / "epyc-f26m2-torch-cpu-fp32-b1-t197.json"
 
 
 def random_configs(table: LatencyTable, n: int, seed: int = 0) -> np.ndarray:
