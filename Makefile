@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vitlut-installed
 
-.PHONY: setup browser timm-venv demo test lint bench clean
+.PHONY: setup browser timm-venv demo test check lint bench clean
 
 # torch is installed first, pinned to the CPU wheel this environment provides, so that nothing pulls the
-# registry's CUDA build into .venv.
+# registry's CUDA build into .venv (the package itself states a range: torch>=2.5).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
@@ -30,6 +30,10 @@ lint: setup
 
 test: setup lint browser timm-venv
 	$(PY) -m pytest -q
+
+# The developer's loop: ruff and the tests not marked slow (no browser, no second venv).
+check: setup lint
+	$(PY) -m pytest -q -m "not slow"
 
 # Profile this machine for the demo model (if not yet), serve it, prune a digits ViT against it over HTTP.
 demo: setup
