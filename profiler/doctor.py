@@ -136,7 +136,10 @@ def diagnose(deadline_s: float = DEADLINE_S) -> dict[str, Any]:
             entry["timing"] = None
             entry["note"] = f"not timed: the doctor's {deadline_s:.0f} s budget was spent"
         else:
-            entry["timing"] = time_backend(backend)
+            try:
+                entry["timing"] = time_backend(backend)
+            except Exception as exc:
+                entry.update(usable=False, timing=None, reason=f"failed while timing: {type(exc).__name__}: {exc}")
         backend.close()
         report["backends"][name] = entry
     report["usable"] = [n for n, e in report["backends"].items() if e["usable"]]

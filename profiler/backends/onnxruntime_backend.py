@@ -46,6 +46,17 @@ def onnxruntime_version() -> str:
     return ort.__version__
 
 
+def require_provider(session: ort.InferenceSession, provider: str) -> None:
+    """onnxruntime falls back to the CPU provider when the requested one fails to start (a missing cuDNN, say), with
+    its warning hidden at our log level; a table labelled CUDA must never be timed on the CPU."""
+    active = session.get_providers()
+    if not active or active[0] != provider:
+        raise BackendUnavailable(
+            f"onnxruntime did not start {provider} (active providers: {', '.join(active) or 'none'}); "
+            "check the CUDA and cuDNN libraries onnxruntime-gpu needs"
+        )
+
+
 def session_options(threads: int) -> ort.SessionOptions:
     """Fixed threads (intra-op = `threads`, inter-op 1), sequential execution, every graph optimization."""
     options = ort.SessionOptions()
@@ -112,9 +123,11 @@ class OnnxRuntimeBackend(Backend):
             provider_options = cuda_provider_options(
                 torch.cuda.current_device(), self._stream().cuda_stream, self.options["tf32"]
             )
-        return ort.InferenceSession(
+        session = ort.InferenceSession(
             graph.model, session_options(self.threads), providers=[(PROVIDERS[self.provider], provider_options)]
         )
+        require_provider(session, PROVIDERS[self.provider])
+        return session
 
     def _pipeline_runner(self, stages: list[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
         """One session per stage, chained through bound buffers named by what each stage reads and writes."""

@@ -26,7 +26,7 @@ from profiler.backends.base import Backend, BackendUnavailable
 from profiler.backends.cuda_device import compute_capability, cuda_device
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
-from profiler.backends.tensorrt_support import TYPINGS, check_target, parse_version, resolve_typing
+from profiler.backends.tensorrt_support import TYPINGS, check_sparsity, check_target, parse_version, resolve_typing
 from profiler.engine_cache import EngineCache, cache_key, graph_signature
 from profiler.environment import package_version
 from profiler.fingerprint import software
@@ -149,6 +149,7 @@ class TensorRtBackend(Backend):
         self.trt = _import_tensorrt()
         self.device = torch.device("cuda", torch.cuda.current_device())
         check_target(self.trt.__version__, compute_capability(self.device), precision)
+        check_sparsity(o["sparsity"], compute_capability(self.device), precision, o["tf32"])
         self.plan = build_plan(
             precision, o["sparsity"], self.trt.__version__, o["tf32"], o["workspace_gib"], o["optimization_level"],
             o["typing"],

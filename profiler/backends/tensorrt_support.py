@@ -50,6 +50,18 @@ def newest_release_for(capability: tuple[int, int]) -> str | None:
     return next((release for below, release in NEWEST_FOR if capability < below), None)
 
 
+def check_sparsity(sparsity: str, capability: tuple[int, int], precision: str, tf32: bool) -> None:
+    """2:4 sparse kernels exist on Ampere (8.0) and later, in fp16, bf16, int8 or TF32 only: elsewhere the engine runs
+    dense while the table would say sparse."""
+    if sparsity == "none":
+        return
+    cc = f"{capability[0]}.{capability[1]}"
+    if capability < (8, 0):
+        raise BackendUnavailable(f"2:4 sparsity needs compute capability 8.0 or later (Ampere); this GPU is {cc}")
+    if precision == "fp32" and not tf32:
+        raise ValueError("2:4 sparse kernels do not run in strict fp32: use --precision fp16/bf16 or --tf32")
+
+
 def check_target(trt_version: str, capability: tuple[int, int], precision: str) -> None:
     """Refuse, naming the release to use, a GPU or precision the installed TensorRT cannot build for."""
     trt = parse_version(trt_version)

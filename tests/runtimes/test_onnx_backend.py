@@ -88,3 +88,20 @@ def test_tiny_sweep_then_validate_with_onnxruntime(tmp_path: Path, capsys: pytes
     assert validation["points"] == 6 and validation["models"]["count"] == 2
     assert validation["block_stack"] == 2  # a v2 (pairs) table: blocks timed as a stack of two, as swept
     assert validation["median_ape_pct"] >= 0 and validation["measurements"] >= 6 + 2 + 6
+
+
+def test_a_session_that_fell_back_to_another_provider_is_refused():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from profiler.backends.base import BackendUnavailable
+    from profiler.backends.onnxruntime_backend import require_provider, session_options
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
+    require_provider(session, "CPUExecutionProvider")
+    with pytest.raises(BackendUnavailable, match="did not start CUDAExecutionProvider"):
+        require_provider(session, "CUDAExecutionProvider")

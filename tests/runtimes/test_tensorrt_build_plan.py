@@ -136,3 +136,20 @@ def test_profile_with_tensorrt_here_fails_in_one_line(tmp_path, capsys) -> None:
     assert main(["profile", "--backend", "tensorrt", "--grid", "tiny", "--out", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "NVIDIA GPU" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("capability", "precision", "tf32", "refused"),
+    [((7, 0), "fp16", False, "8.0"), ((7, 5), "fp16", False, "8.0"), ((8, 0), "fp32", False, "strict fp32"),
+     ((8, 6), "fp16", False, None), ((9, 0), "fp32", True, None)],
+)  # fmt: skip
+def test_sparsity_is_refused_where_sparse_kernels_cannot_run(capability, precision, tf32, refused):
+    from profiler.backends.base import BackendUnavailable
+    from profiler.backends.tensorrt_support import check_sparsity
+
+    check_sparsity("none", capability, precision, tf32)  # dense is always fine
+    if refused is None:
+        check_sparsity("2:4", capability, precision, tf32)
+    else:
+        with pytest.raises((BackendUnavailable, ValueError), match=refused):
+            check_sparsity("2:4", capability, precision, tf32)
