@@ -131,7 +131,8 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
     assert set(report["models_calibrated"]) >= {"median_ape_pct", "p95_ape_pct", "signed_median_pct"}
     assert "calibrated" in report
     compared = report["compared"]["slower"]  # the same measurements, a table 1.5x slower
-    assert compared["blocks"]["signed_median_pct"] > 25
+    expected = 100 * (1.5 * (1 + report["signed_median_pct"] / 100) - 1)  # every prediction exactly 1.5x
+    assert compared["blocks"]["signed_median_pct"] == pytest.approx(expected, abs=0.02)
     mine, theirs = report["level_normalised"]["blocks"], compared["level_normalised"]["blocks"]
     assert theirs["median_ape_pct"] == pytest.approx(mine["median_ape_pct"], abs=0.01)  # relative shape is the same
 
