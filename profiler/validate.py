@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from lut_server.calibration import ape_stats
 from lut_server.dims import AXES, BlockDims, BlockWidths, ModelDims
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
@@ -111,27 +112,20 @@ def _compare_table(
     table = LatencyTable(other, calibrated=False)
     predicted = table.block_latency(blocks)
     predicted_models = np.array([table.model_latency(m) for m in model_dims])
-    out: dict[str, Any] = {"blocks": _signed_stats(predicted, measured)}
+    out: dict[str, Any] = {"blocks": ape_stats(predicted, measured)}
     if len(model_dims):
-        out["models"] = _signed_stats(predicted_models, measured_models)
+        out["models"] = ape_stats(predicted_models, measured_models)
     if normalised_blocks is not None and normalised_models is not None:
         reference = BlockDims(**doc["sweep"]["reference"]["dims"])
         scale = predicted_pair_ms(other, reference) / predicted_pair_ms(doc, reference)
-        out["level_normalised"] = {"blocks": _signed_stats(predicted, normalised_blocks * scale)}
+        out["level_normalised"] = {"blocks": ape_stats(predicted, normalised_blocks * scale)}
         if len(model_dims):
-            out["level_normalised"]["models"] = _signed_stats(predicted_models, normalised_models * scale)
+            out["level_normalised"]["models"] = ape_stats(predicted_models, normalised_models * scale)
     return out
 
 
 def _level_normalised(normalised: np.ndarray | None, index: int, digits: int) -> dict[str, float]:
     return {} if normalised is None else {"level_normalised_ms": round(float(normalised[index]), digits)}
-
-
-def _signed_stats(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-    return {
-        **_stats(ape(predicted, measured)),
-        "signed_median_pct": round(float(np.median(100 * (predicted - measured) / measured)), 3),
-    }
 
 
 def _per_block(run: Runner, stack: int) -> Runner:
@@ -202,22 +196,22 @@ def validate_table_file(
     predicted_models = np.array([table.model_latency(m) for m in model_dims])
     calibrated_figures: dict[str, Any] = {}
     if calibrated is not None:
-        calibrated_figures["calibrated"] = _signed_stats(calibrated.block_latency(blocks), measured)
+        calibrated_figures["calibrated"] = ape_stats(calibrated.block_latency(blocks), measured)
         if models:
             cal_models = np.array([calibrated.model_latency(m) for m in model_dims])
-            calibrated_figures["models_calibrated"] = _signed_stats(cal_models, measured_models)
+            calibrated_figures["models_calibrated"] = ape_stats(cal_models, measured_models)
     level_figures: dict[str, Any] = {}
     if levelled is not None and normalised is not None:
         blocks_n, models_n = normalised[:points], normalised[points : points + models]
         level_figures["level"] = {**levelled.level_stats(), "reference_ms": round(reference_ms, 5)}
-        figures = {"blocks": _signed_stats(predicted, blocks_n)}
+        figures = {"blocks": ape_stats(predicted, blocks_n)}
         if models:
-            figures["models"] = _signed_stats(predicted_models, models_n)
+            figures["models"] = ape_stats(predicted_models, models_n)
         if calibrated is not None:
-            figures["blocks_calibrated"] = _signed_stats(calibrated.block_latency(blocks), blocks_n)
+            figures["blocks_calibrated"] = ape_stats(calibrated.block_latency(blocks), blocks_n)
             if models:
                 cal_models = np.array([calibrated.model_latency(m) for m in model_dims])
-                figures["models_calibrated"] = _signed_stats(cal_models, models_n)
+                figures["models_calibrated"] = ape_stats(cal_models, models_n)
         level_figures["level_normalised"] = figures
     noise = ape(second, measured[retest_idx])
     result: dict[str, Any] = {
