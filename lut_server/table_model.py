@@ -178,6 +178,9 @@ class Sweep(_Sparse):
     shard: Shard | None = None
     seed: int | None = None
     reference: JsonObject | None = None
+    level_normalised: bool | None = Field(
+        default=None, description="cells derived from records divided by the machine's level when each was measured"
+    )
     flagged: list[JsonObject] | None = None
     merged_from: list[JsonObject] | None = None
     derived_from: DerivedFrom | None = None

@@ -13,7 +13,8 @@ the table predicted (whether pairs remove that is not settled: README, demo resu
 Every combo is measured in `passes` shuffled passes (so a burst of load on a shared machine hits one pass, not a
 neighbourhood of the grid, and each pass pairs it with another partner); a combo whose passes disagree by more
 than `max_pass_gap`, or whose IQR/median was wider than `max_rel_iqr`, is measured once more and the median of its
-passes kept. A reference block is re-timed periodically to record drift.
+passes kept. The reference pair is re-timed periodically; cells are derived from the records divided by the
+machine's level when each was measured (`record_levels`), so drift during the sweep does not dent the grid.
 """
 
 from __future__ import annotations
@@ -193,8 +194,36 @@ def _grouped(doc: dict) -> dict[Combo, list[dict]]:
     return groups
 
 
+def record_levels(doc: dict) -> list[float] | None:
+    """The machine's speed level at each record, relative to the sweep's median level, or None where it cannot be
+    told (fewer than three re-times of the reference, or records that do not say when they were measured, as in
+    merged shards).
+
+    The reference pair is re-timed every `reference_every` blocks; a shared VM drifts by tens of percent over a
+    sweep of several minutes, so cells measured in a slow minute would otherwise be slow against the rest. The
+    level at a record is the running median of three consecutive re-times, interpolated at the record's position.
+    """
+    series = [p for p in doc["sweep"]["reference"].get("series") or [] if "units_done" in p]
+    records = doc["sweep"]["records"]
+    if len(series) < 3 or not records or any("unit" not in r for r in records):
+        return None
+    at = np.array([p["units_done"] for p in series], dtype=float)
+    ms = np.array([p["median_ms"] for p in series], dtype=float)
+    smooth = np.array([np.median(ms[max(0, i - 1) : i + 2]) for i in range(len(ms))])
+    level = np.interp([r["unit"] for r in records], at, smooth) / float(np.median(ms))
+    return level.tolist()
+
+
 def derive_parts(doc: dict) -> None:
-    """Rebuild the part arrays from the raw records (null where nothing was measured yet)."""
+    """Rebuild the part arrays from the raw records (null where nothing was measured yet), each record divided by
+    the machine's level when it was measured (`record_levels`); the records themselves stay raw."""
+    out = doc
+    levels = record_levels(doc)
+    if levels is not None:
+        doc = {**doc, "sweep": {**doc["sweep"], "records": [
+            {**r, **{key: {n: v / lv for n, v in r[key].items()} for key in ("median_ms", "p10_ms", "p90_ms")}}
+            for r, lv in zip(doc["sweep"]["records"], levels, strict=True)
+        ]}}  # fmt: skip
     spec = spec_of(doc)
     g = spec.grid
     shapes = {p: [len(g[a]) for a in PART_AXES[p]] for p in spec.parts}
@@ -213,7 +242,8 @@ def derive_parts(doc: dict) -> None:
     for (part, cell), entry in pooled.items():
         for key, values in entry.items():
             stats[part][key][cell] = float(median(values))
-    doc["parts"] = {
+    out["sweep"]["level_normalised"] = levels is not None
+    out["parts"] = {
         part: {
             "axes": list(PART_AXES[part]),
             **{key: _json_array(stats[part][key]) for key in ("median_ms", "p10_ms", "p90_ms")},
@@ -320,8 +350,9 @@ class Sweep:
         medians = [p["median_ms"] for p in sweep["reference"]["series"]]
         sweep["reference"]["drift_pct"] = round(100 * (max(medians) - min(medians)) / medians[0], 3)
 
-    def _records(self, run: PipelineRun, names: list[str], m: Measurement) -> list[dict]:
-        """One record per recorded block: its own stages, and the run's stem and head."""
+    def _records(self, run: PipelineRun, names: list[str], m: Measurement, first_unit: int) -> list[dict]:
+        """One record per recorded block: its own stages, and the run's stem and head; `unit` is the block's
+        position in the sweep's order, which places it between two re-times of the reference."""
         offset = 1 if self.with_model else 0
         shared = [i for i, name in enumerate(names) if name in ("stem", "head")]
         columns = {"median_ms": m.stage_median_ms, "p10_ms": m.stage_p10_ms, "p90_ms": m.stage_p90_ms}
@@ -331,7 +362,8 @@ class Sweep:
             stats = {key: {names[i]: values[i] for i in mine} for key, values in columns.items()}
             others = [c for c in run.stack() if c != combo]
             records.append({
-                "combo": list(combo), "pass": run.pass_index, "dims": combo_dims(self.spec, combo).as_dict(),
+                "combo": list(combo), "pass": run.pass_index, "unit": first_unit + k,
+                "dims": combo_dims(self.spec, combo).as_dict(),
                 "with": [list(c) for c in others], "total_ms": sum(stats["median_ms"].values()), **stats,
                 "rel_iqr": round(m.rel_iqr, 4), "samples": m.samples, "attempts": m.attempts,
             })  # fmt: skip
@@ -342,7 +374,7 @@ class Sweep:
         every = max(1, self.protocol.reference_every)
         for run in pair_units(units, self.my_combos()):
             names, m = self._measure([combo_dims(self.spec, c) for c in run.stack()])
-            records = self._records(run, names, m)
+            records = self._records(run, names, m, sweep["units_done"])
             sweep["records"].extend(records)
             sweep["measurements"] += m.attempts
             before = sweep["units_done"]
