@@ -242,6 +242,15 @@ class LatencyTable:
         emb = {"emb": np.array([float(model.emb)])}
         return sums | {name: float(self._parts[name](emb)[0]) for name in self.model_parts}
 
+    def part_latency(self, part: str, blocks: Sequence[BlockDims] | np.ndarray) -> np.ndarray:
+        """One part's uncorrected latency for each block (stem and head by the block's EMB): what a transfer
+        compares a measured stage with."""
+        if part not in self._parts:
+            raise QueryError(f"the table has no part {part!r}; it has {list(self._parts)}", "part")
+        columns = self._columns(blocks)
+        self.check_in_range(columns)
+        return self._parts[part](columns)
+
     def block_latency(self, blocks: Sequence[BlockDims] | np.ndarray) -> np.ndarray:
         """Predicted latency in ms of each block, in order; raises QueryError when a block is out of range."""
         columns = self._columns(blocks)

@@ -35,7 +35,12 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="build this machine's table from an existing one (its backend, workload and grid) plus --budget runs",
     )
-    p.add_argument("--budget", type=int, default=100, help="with --from: pipeline runs timed here (default 100)")
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=100,
+        help="with --from: configurations timed here, runs and whole models (default 100)",
+    )
     p.add_argument("--out", required=True, type=Path, help="tables/ID.json")
     p.add_argument("--resume", action="store_true", help="continue a killed sweep of the same settings")
     p.add_argument("--shard", default=None, help="i/n: profile only a disjoint slice of the grid")
@@ -53,7 +58,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         help=f"torch-cpu: 'steady' fixes glibc's malloc thresholds (default here: {default_allocator()})",
     )
     p.add_argument("--quick", action="store_true", help="a cheap timing protocol (tests, smoke runs)")
-    p.add_argument("--seed", type=int, default=0, help="visiting order")
+    p.add_argument("--seed", type=int, default=0, help="visiting order; with --from, which configurations are drawn")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -117,7 +122,7 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
     if given:
         raise ValueError(f"--from takes the backend, workload and grid from the source table; drop {', '.join(given)}")
     options = {"allocator": args.allocator} if args.allocator else {}
-    doc = transfer_table(args.from_table, args.out, args.budget, options, progress=not args.no_progress)
+    doc = transfer_table(args.from_table, args.out, args.budget, options, progress=not args.no_progress, seed=args.seed)
     s = doc["sweep"]
     fits = s["derived_from"]["fits"]
     print(
@@ -126,11 +131,15 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
                 "table": str(args.out),
                 "from": s["derived_from"]["table_id"],
                 "runs": s["units_done"],
+                "models": s["derived_from"]["models"],
                 "measurements": s["measurements"],
                 "wall_s": s["wall_s"],
                 "drift_pct": s["reference"]["drift_pct"],
                 "mean_ratio": {part: fit["mean_ratio"] for part, fit in fits.items()},
                 "fit_loo_rms_pct": {part: fit["loo_rms_pct"] for part, fit in fits.items()},
+                "fit_ridge": {part: fit["ridge"] for part, fit in fits.items()},
+                "reference_error_pct": s["derived_from"]["reference_error_pct"],
+                "calibration": (doc.get("calibration") or {}).get("form"),
                 "next": f"python -m profiler validate {args.out}",
             },
             indent=1,

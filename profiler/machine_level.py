@@ -75,6 +75,8 @@ class LevelledMeasurements:
     levels: list[list[float]]
     series: list[dict[str, float]] = field(default_factory=list)
     count: int = 0
+    stages: list[list[tuple[float, ...]]] = field(default_factory=list)
+    """Per job and pass: the per-stage medians, for runners that time a pipeline of stages."""
 
     def raw(self) -> list[float]:
         return [combine_passes(v) for v in self.values]
@@ -82,6 +84,14 @@ class LevelledMeasurements:
     def normalised(self) -> list[float]:
         pairs = zip(self.values, self.levels, strict=True)
         return [combine_passes([x / lv for x, lv in zip(v, lvs, strict=True)]) for v, lvs in pairs]
+
+    def normalised_stages(self) -> list[np.ndarray]:
+        """Per job: its per-stage medians divided by the level around each pass, combined over the passes."""
+        out = []
+        for stages, levels in zip(self.stages, self.levels, strict=True):
+            scaled = np.array([np.asarray(s) / lv for s, lv in zip(stages, levels, strict=True)])
+            out.append(scaled.mean(axis=0) if len(scaled) <= 2 else np.median(scaled, axis=0))
+        return out
 
     def level_stats(self) -> dict[str, float]:
         levels = np.array([s["level"] for s in self.series])
@@ -106,12 +116,14 @@ def measure_tracking_level(
     re-timed before the first job, every `every` jobs and after the last; each job's level is the mean of the
     reference levels just before and just after it."""
     events: list[tuple[int, float]] = []  # (job index or -1 for the reference, median ms), in time order
+    stage_events: list[tuple[float, ...]] = []
     count = 0
 
     def time_once(make: Callable[[], Runner]) -> float:
         nonlocal count
         m = measure(make(), protocol)
         count += m.attempts
+        stage_events.append(m.stage_median_ms)
         return m.median_ms
 
     def run_pass(indices: list[int]) -> None:
@@ -134,6 +146,7 @@ def measure_tracking_level(
     events.append((-1, time_once(reference)))
 
     levels: list[list[float]] = [[] for _ in jobs]
+    stages: list[list[tuple[float, ...]]] = [[] for _ in jobs]
     reference_positions = [k for k, (i, _) in enumerate(events) if i < 0]
     series = [
         {"order": k, "median_ms": events[k][1], "level": events[k][1] / reference_ms} for k in reference_positions
@@ -144,5 +157,6 @@ def measure_tracking_level(
         before = max(p for p in reference_positions if p < k)
         after = min(p for p in reference_positions if p > k)
         values[i].append(v)
+        stages[i].append(stage_events[k])
         levels[i].append((events[before][1] + events[after][1]) / (2 * reference_ms))
-    return LevelledMeasurements(values, levels, series, count)
+    return LevelledMeasurements(values, levels, series, count, stages)

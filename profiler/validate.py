@@ -53,6 +53,11 @@ def _axis_choices(table: LatencyTable, axis: str) -> tuple[list[int], list[int]]
     return on_lattice, off_grid or on_lattice
 
 
+def lattice_values(table: LatencyTable, axis: str) -> list[int]:
+    """Every width of `axis` a pruning run can reach within the table's range."""
+    return _axis_choices(table, axis)[0]
+
+
 def random_blocks(
     table: LatencyTable, count: int, rng: random.Random, emb: int | None = None, off_grid: bool = True
 ) -> list[BlockDims]:
@@ -67,7 +72,7 @@ def random_blocks(
 def random_models(table: LatencyTable, count: int, depth: int, rng: random.Random) -> list[ModelDims]:
     """Models with widths anywhere on the lattice, grid values and the top edge included: a pruned model keeps
     some blocks (or some axes) at their original, largest widths, and those cells must be right too."""
-    emb_choices = _axis_choices(table, "emb")[0]
+    emb_choices = lattice_values(table, "emb")
     models = []
     for _ in range(count):
         emb = rng.choice(emb_choices)
