@@ -9,8 +9,8 @@ meaningful:
 
 Several forms are fitted (one overall scale; one factor per part; factors plus constants), each by least squares
 on relative error with a ridge pull of every factor towards 1 and every constant towards 0 (a few dozen models do
-not pin down six free parameters on their own), and the form with the lowest leave-one-out error is kept. The
-raw medians in the table are never changed; a reader applies the factors on top.
+not pin down six free parameters on their own), and the simplest form within one standard error of the lowest
+leave-one-out error is kept. The raw medians in the table are never changed; a reader applies the factors on top.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-METHOD = "part-factors+constants/loo-v1"
+METHOD = "part-factors+constants/loo-1se-v1"
 RIDGE = 0.05
 """Pull towards no correction, relative to the data's own weight (the rows are relative errors of about 1)."""
 
@@ -127,7 +127,8 @@ MIN_ROWS = 6
 
 
 def fit_calibration(rows: Sequence[CalibrationRow]) -> dict[str, Any]:
-    """Fit every form, keep the one with the lowest leave-one-out mean squared relative error.
+    """Fit every form; keep the simplest whose leave-one-out mean squared relative error is within one standard
+    error of the lowest.
 
     Returns the table's `calibration` object: method, the chosen form and its correction, and the error before
     (raw table) and after (leave-one-out predictions, so the figure is for models the fit did not see).
@@ -138,10 +139,16 @@ def fit_calibration(rows: Sequence[CalibrationRow]) -> dict[str, Any]:
     measured = np.array([r.measured_ms for r in rows])
     raw = np.array([IDENTITY.predict(r) for r in rows])
     scores: dict[str, tuple[float, np.ndarray]] = {}
+    squared: dict[str, np.ndarray] = {}
     for form in FORMS:
         predicted = raw if form == "none" else leave_one_out(form, parts, rows)
-        scores[form] = (float(np.mean(((predicted - measured) / measured) ** 2)), predicted)
-    best = min(FORMS, key=lambda f: scores[f][0])
+        squared[form] = ((predicted - measured) / measured) ** 2
+        scores[form] = (float(np.mean(squared[form])), predicted)
+    lowest = min(FORMS, key=lambda f: scores[f][0])
+    # The simplest form within one standard error of the lowest: with a few noisy models the richer forms win
+    # leave-one-out by amounts the noise alone produces, and then fit that noise into every later answer.
+    bound = scores[lowest][0] + float(np.std(squared[lowest], ddof=1) / np.sqrt(len(rows)))
+    best = next(f for f in FORMS if scores[f][0] <= bound)
     correction = IDENTITY if best == "none" else fit_form(best, parts, rows)
     return {
         "method": METHOD,

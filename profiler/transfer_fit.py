@@ -3,9 +3,10 @@
 A table moved to another machine keeps most of its shape: a new ISA or a bigger cache changes how fast each part
 runs, and mostly by a similar factor across sizes. The ratio is fitted in log space per part, as a quadratic in the
 scaled log widths of the part's own axes, ridge-pulled towards a constant ratio. How hard the pull is (down to a
-constant ratio alone) is chosen per part by leave-one-out error on the measurements: with a few dozen noisy
-single-pass stage times the constant ratio often predicts held-out points best, and a source table whose shape
-does not carry over shows up as a lower held-out error for a curved ratio.
+constant ratio alone) is chosen per part by leave-one-out error on the measurements, the strongest pull within one
+standard error of the lowest: with noisy single-pass stage times the constant ratio often predicts held-out
+points as well as any curve, and a source table whose shape does not carry over shows up as a clearly lower
+held-out error for a curved ratio.
 """
 
 from __future__ import annotations
@@ -58,16 +59,21 @@ def _solve(design: np.ndarray, target: np.ndarray, ridge: float) -> tuple[np.nda
 def fit_ratio(
     grid: Mapping[str, list[int]], part: str, points: Sequence[RatioPoint], ridges: Sequence[float] = RIDGES
 ) -> dict[str, Any]:
-    """Fit log(new/old) of one part at each pull in `ridges`, keep the one with the lowest leave-one-out error."""
+    """Fit log(new/old) of one part at each pull in `ridges`; keep the strongest pull whose leave-one-out error is
+    within one standard error of the lowest (a curve must earn its place against the noise of single runs)."""
     if len(points) < 2:
         raise ValueError(f"{part}: a ratio fit needs at least 2 measurements, got {len(points)}")
     design = np.array([ratio_features(grid, part, values) for values, _ in points])
     target = np.log(np.array([ratio for _, ratio in points], dtype=float))
     tried = {}
+    squared = {}
     for ridge in ridges:
         coef, loo = _solve(design, target, ridge)
+        squared[ridge] = loo**2
         tried[ridge] = (float(np.sqrt(np.mean(loo**2))), coef)
-    best = min(tried, key=lambda r: tried[r][0])
+    lowest = min(tried, key=lambda r: tried[r][0])
+    bound = float(np.mean(squared[lowest]) + np.std(squared[lowest], ddof=1) / np.sqrt(len(points)))
+    best = max(r for r in ridges if float(np.mean(squared[r])) <= bound)  # the flattest within one standard error
     coef = np.zeros(design.shape[1])
     coef[: len(tried[best][1])] = tried[best][1]
     return {

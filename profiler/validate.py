@@ -118,14 +118,20 @@ def _compare_table(
     predicted = table.block_latency(blocks)
     predicted_models = np.array([table.model_latency(m) for m in model_dims])
     out: dict[str, Any] = {"blocks": ape_stats(predicted, measured)}
+    calibrated = LatencyTable(other) if other.get("calibration") else None
+    calibrated_models = np.array([calibrated.model_latency(m) for m in model_dims]) if calibrated else None
     if len(model_dims):
         out["models"] = ape_stats(predicted_models, measured_models)
+        if calibrated_models is not None:
+            out["models_calibrated"] = ape_stats(calibrated_models, measured_models)
     if normalised_blocks is not None and normalised_models is not None:
         reference = BlockDims(**doc["sweep"]["reference"]["dims"])
         scale = predicted_pair_ms(other, reference) / predicted_pair_ms(doc, reference)
         out["level_normalised"] = {"blocks": ape_stats(predicted, normalised_blocks * scale)}
         if len(model_dims):
             out["level_normalised"]["models"] = ape_stats(predicted_models, normalised_models * scale)
+            if calibrated_models is not None:
+                out["level_normalised"]["models_calibrated"] = ape_stats(calibrated_models, normalised_models * scale)
     return out
 
 
