@@ -15,6 +15,7 @@ not been run on a GPU (docs/gpu.md).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from profiler.backends.base import Backend, BackendUnavailable
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner, HostClockRunner
+from profiler.backends.tf32_environment import check_tf32_environment
 from profiler.environment import package_version
 from profiler.fingerprint import cpu_device, software
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
@@ -78,6 +80,14 @@ def cuda_provider_options(device_id: int, stream_handle: int, tf32: bool) -> dic
     }
 
 
+def cuda_provider_match(tf32: bool) -> dict[str, Any]:
+    """What a CUDA-provider table must match besides onnxruntime itself: CUDA, cuDNN and the provider's own TF32
+    setting. torch's math modes choose torch's kernels, not the provider's, so they are left out."""
+    from profiler.backends.torch_cuda import cuda_versions
+
+    return {**cuda_versions(), "ort_cuda_use_tf32": tf32}
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "fp16")
@@ -103,6 +113,8 @@ class OnnxRuntimeBackend(Backend):
                 f"onnxruntime {onnxruntime_version()} has no {PROVIDERS[self.provider]} here "
                 f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu for CUDA"
             )
+        if self.provider == "cuda":
+            check_tf32_environment(self.name, precision, self.options["tf32"], os.environ, torch_matmuls=False)
         if self.provider == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("onnxruntime's CUDA provider needs torch with CUDA for buffers and events")
         if self.provider == "cpu" and precision != "fp32":
@@ -204,10 +216,10 @@ class OnnxRuntimeBackend(Backend):
             "onnxruntime_distribution": _ort_distribution(),
         }
         if self.provider == "cuda":
-            from profiler.backends.torch_cuda import cuda_device, cuda_software
+            from profiler.backends.torch_cuda import cuda_device
 
-            match["ort_cuda_use_tf32"] = self.options["tf32"]
-            return {"device": cuda_device(), "software": software(match | cuda_software(), recorded)}
+            return {"device": cuda_device(), "software": software(match | cuda_provider_match(self.options["tf32"]),
+                                                                  recorded)}  # fmt: skip
         device = cpu_device(self.threads, {"ort_intra_op_threads": self.threads, "ort_inter_op_threads": 1})
         return {"device": device, "software": software(match, recorded)}
 

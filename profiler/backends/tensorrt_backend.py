@@ -16,6 +16,7 @@ by `data_ptr()`. None of this has run on a GPU (docs/gpu.md); the pure parts are
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from profiler.backends.cuda_device import compute_capability, cuda_device
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
 from profiler.backends.tensorrt_support import TYPINGS, check_sparsity, check_target, parse_version, resolve_typing
+from profiler.backends.tf32_environment import check_tf32_environment
+from profiler.backends.torch_cuda import cuda_versions
 from profiler.engine_cache import EngineCache, cache_key, graph_signature
 from profiler.environment import package_version
 from profiler.fingerprint import software
@@ -141,6 +144,7 @@ class TensorRtBackend(Backend):
         super().__init__(precision, threads, **options)
         o = self.options
         build_plan(precision, o["sparsity"], "10.13", o["tf32"], o["workspace_gib"], o["optimization_level"])
+        check_tf32_environment(self.name, precision, o["tf32"], os.environ, torch_matmuls=False)
         if not torch.cuda.is_available():
             package = "" if importlib.util.find_spec("tensorrt") else "; the tensorrt package is not installed either"
             raise BackendUnavailable(
@@ -255,14 +259,22 @@ class TensorRtBackend(Backend):
         return CudaEventRunner([step_of(c) for c in contexts], stream, resources=(engines, contexts, state))
 
     def environment(self) -> dict[str, dict[str, Any]]:
-        from profiler.backends.torch_cuda import cuda_software
+        return {
+            "device": cuda_device(self.device),
+            "software": software(tensorrt_software_match(self.trt.__version__, self.plan),
+                                 {"build_plan": self.plan.as_dict()}),
+        }  # fmt: skip
 
-        match = {
-            **cuda_software(),
-            "tensorrt": self.trt.__version__,
-            "onnx": package_version("onnx"),
-            "tensorrt_typing": self.plan.typing,
-            "tensorrt_tf32": "TF32" in self.plan.set_flags,
-            "tensorrt_builder_flags": list(self.plan.set_flags),
-        }
-        return {"device": cuda_device(self.device), "software": software(match, {"build_plan": self.plan.as_dict()})}
+
+def tensorrt_software_match(trt_version: str, plan: BuildPlan) -> dict[str, Any]:
+    """What a TensorRT table must match: the exporter (torch, onnx), CUDA, TensorRT and the math mode TensorRT is
+    built with (typing, TF32 and precision flags). torch's own math modes (its TF32 flags) choose torch's kernels,
+    not TensorRT's, so they are left out."""
+    return {
+        **cuda_versions(),
+        "tensorrt": trt_version,
+        "onnx": package_version("onnx"),
+        "tensorrt_typing": plan.typing,
+        "tensorrt_tf32": "TF32" in plan.set_flags,
+        "tensorrt_builder_flags": list(plan.set_flags),
+    }
