@@ -182,15 +182,18 @@ class OnnxRuntimeBackend(Backend):
     ) -> Runner:
         state = {name: x.contiguous() for name, x in initial_state(stages, inputs).items()}
         bindings, executes = [], []
+        bound: list[Tensor] = []  # every buffer bound by pointer: `state` forgets a name's earlier buffer (x)
         for stage, session in zip(stages, sessions, strict=True):
             reads, writes = stage_io(stage)
             binding = session.io_binding()
             for meta, name in zip(session.get_inputs(), reads, strict=True):
                 tensor = state[name]
+                bound.append(tensor)
                 binding.bind_input(meta.name, "cuda", device.index, _onnx_numpy_type(meta.type), tuple(tensor.shape),
                                    tensor.data_ptr())  # fmt: skip
             for meta, name in zip(session.get_outputs(), writes, strict=True):
                 tensor = torch.empty(tuple(meta.shape), dtype=_onnx_torch_type(meta.type), device=device)
+                bound.append(tensor)
                 state[name] = tensor
                 binding.bind_output(meta.name, "cuda", device.index, _onnx_numpy_type(meta.type), tuple(tensor.shape),
                                     tensor.data_ptr())  # fmt: skip
@@ -201,7 +204,7 @@ class OnnxRuntimeBackend(Backend):
         run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         torch.cuda.synchronize(device)  # inputs copied before the first timed launch
         steps = [lambda execute=execute: execute(run_options) for execute in executes]
-        return CudaEventRunner(steps, self._stream(), resources=(sessions, bindings, state))
+        return CudaEventRunner(steps, self._stream(), resources=(sessions, bindings, bound))
 
     def environment(self) -> dict[str, dict[str, Any]]:
         """The graph comes from torch's exporter, so torch's version is part of what must match."""
