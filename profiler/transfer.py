@@ -164,7 +164,10 @@ def transfer_table(
         raise ValueError(f"{source_path.name} is incomplete; a transfer needs a complete source table")
     missing = [p for p in BLOCK_STAGES if p not in source["parts"]]
     if missing:
-        raise ValueError(f"{source_path.name} lacks the parts {missing}; a transfer corrects attn_qk, attn_v and mlp")
+        raise ValueError(
+            f"{source_path.name} lacks the parts {missing}; a transfer corrects attn_qk, attn_v and mlp (a table "
+            "split as attn | mlp is profiled, not transferred)"
+        )
     w = source["workload"]
     backend_options = {**(w.get("options") or {}), **(options or {})}
     backend = create_backend(w["backend"], w["precision"], w.get("threads"), **backend_options)

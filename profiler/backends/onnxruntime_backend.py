@@ -9,7 +9,8 @@ the sessions run on one torch stream (`user_compute_stream`) and are timed with 
 is set explicitly (`use_tf32`, off unless the `tf32` option asks for it) and recorded.
 
 A pipeline is one session per stage, chained through the bound buffers: a stage reads the very buffer an earlier
-stage wrote (attn_v reads the block's input for its residual), so no stage copies a tensor through. This path has
+stage wrote (attn_v reads the block's input for its residual), so no stage copies a tensor through. On the CUDA
+provider a block is split as attn | mlp, so the provider's attention fusions see the whole attention. This path has
 not been run on a GPU (docs/gpu.md).
 """
 
@@ -32,7 +33,7 @@ from profiler.environment import package_version
 from profiler.fingerprint import cpu_device, software
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
 from profiler.timing import Runner
-from profiler.workload import initial_state, stage_inputs, stage_io
+from profiler.workload import FUSED_ATTENTION, SCORES_VALUES, initial_state, stage_inputs, stage_io
 
 PROVIDERS: dict[str, str] = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -124,6 +125,11 @@ class OnnxRuntimeBackend(Backend):
     @property
     def stage_timing(self) -> str:
         return "in-context" if self.provider == "cpu" else "in-context-chained-sessions"
+
+    @property
+    def block_stages(self) -> tuple[str, ...]:
+        """The CUDA provider fuses attention (its transformer fusions); the CPU provider keeps the shipped split."""
+        return FUSED_ATTENTION if self.provider == "cuda" else SCORES_VALUES
 
     def export(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> OnnxGraph:
         """The ONNX graph this backend times: the module (already in the table's precision), exact dims."""

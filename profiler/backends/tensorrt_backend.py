@@ -7,9 +7,10 @@ are allowed FP16/BF16 kernels by flag. TF32 is set or cleared explicitly (`tf32`
 sparsity prunes the Linear weights by magnitude before export and sets SPARSE_WEIGHTS.
 
 A pipeline is one engine per stage, chained through device buffers (a stage reads the very buffer an earlier one
-wrote: no pass-through copies) and launched back to back on one stream with CUDA events between them. Stages are
-separate engines, so TensorRT cannot fuse across a stage boundary (attention's softmax and its product with V);
-`doctor` reports what that split costs against the whole block as one engine. Buffers are torch CUDA tensors bound
+wrote: no pass-through copies) and launched back to back on one stream with CUDA events between them. A block is
+split as attn | mlp (`block_stages`): attention is one engine, so TensorRT can fuse scores, softmax and values,
+and only the residual stream passes between engines, as inside the block. `doctor` reports what remains of the
+split against the whole block as one engine. Buffers are torch CUDA tensors bound
 by `data_ptr()`. None of this has run on a GPU (docs/gpu.md); the pure parts are tested on the CPU.
 """
 
@@ -37,7 +38,7 @@ from profiler.fingerprint import software
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
 from profiler.structured_sparsity import prune_2_4_
 from profiler.timing import Runner
-from profiler.workload import initial_state, stage_inputs, stage_io
+from profiler.workload import FUSED_ATTENTION, initial_state, stage_inputs, stage_io
 
 SPARSITIES: tuple[str, ...] = ("none", "2:4")
 _TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -169,6 +170,10 @@ class TensorRtBackend(Backend):
     @property
     def stage_timing(self) -> str:
         return "in-context-chained-engines"
+
+    @property
+    def block_stages(self) -> tuple[str, ...]:
+        return FUSED_ATTENTION  # TensorRT fuses MatMul-Softmax-MatMul attention
 
     def versions(self) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(self.device)
