@@ -3,9 +3,8 @@
 # (docs/gpu.md, "Images per architecture"):
 #   Turing, Ampere, Ada, Hopper and later (T4, A100, RTX 3080, L4, H100):
 #     docker build -f docker/profiler-gpu.Dockerfile -t vitlut-profiler-gpu .
-#   Volta (V100): TensorRT 10.5 and later cannot build for it; use an image that ships TensorRT 10.3:
-#     docker build -f docker/profiler-gpu.Dockerfile --build-arg BASE=nvcr.io/nvidia/pytorch:24.08-py3 \
-#       --build-arg TENSORRT="tensorrt-cu12>=10,<10.5" -t vitlut-profiler-gpu:volta .
+#   Volta (V100): TensorRT 10.5 and later cannot build for it, and the NVIDIA PyTorch images that still ship an
+#   older TensorRT have Python 3.10 (this package needs 3.11): use docker/profiler-gpu-volta.Dockerfile.
 ARG BASE=nvcr.io/nvidia/pytorch:25.01-py3
 FROM ${BASE}
 # Installed only where the base lacks TensorRT's Python bindings (the NVIDIA PyTorch images ship them).

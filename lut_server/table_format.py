@@ -20,6 +20,7 @@ import numpy as np
 from lut_server.atomic_file import write_json_atomic
 from lut_server.table_model import (
     BLOCK_PARTS,
+    BLOCK_SPLITS,
     FORMAT_NAME,
     FORMAT_VERSION,
     MAX_AXIS_POINTS,
@@ -38,6 +39,7 @@ from lut_server.table_model import (
 
 __all__ = [
     "BLOCK_PARTS",
+    "BLOCK_SPLITS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MAX_AXIS_POINTS",

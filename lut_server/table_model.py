@@ -42,8 +42,15 @@ BLOCK_PARTS: dict[str, tuple[str, ...]] = {
     "block": AXES,  # a whole block on a 5-D grid
     "attn_qk": ("emb", "heads", "qk"),  # norm1, Q/K projection, scaled scores, softmax
     "attn_v": ("emb", "heads", "v"),  # V projection, probabilities x V, output projection, residual
+    "attn": ("emb", "heads", "qk", "v"),  # attn_qk and attn_v as one part, for runtimes that fuse attention
     "mlp": ("emb", "mlp"),  # norm2, fc1, GELU, fc2, residual
 }
+BLOCK_SPLITS: dict[str, tuple[str, ...]] = {
+    "scores-values": ("attn_qk", "attn_v", "mlp"),  # the attention probabilities pass between two parts
+    "fused-attention": ("attn", "mlp"),  # nothing but the residual stream passes between parts
+    "whole-block": ("block",),
+}
+"""The ways a block is split into parts; a table's block parts come from one of them and add up to the block."""
 MODEL_PARTS: dict[str, tuple[str, ...]] = {
     "stem": ("emb",),  # patch embedding, prefix tokens, position embedding
     "head": ("emb",),  # final norm and classifier
@@ -231,7 +238,7 @@ class Calibration(_Sparse):
     model_config = _CLOSED
     method: str
     form: str | None = Field(default=None, description="the fitted form: none, scale, parts or parts+constants")
-    factors: dict[str, Factor] = Field(description="per part (attn_qk, attn_v, mlp, block, stem, head): scale")
+    factors: dict[str, Factor] = Field(description="per part (attn_qk, attn_v, attn, mlp, block, stem, head): scale")
     block_ms: Constant = Field(description="added once per block")
     model_ms: Constant = Field(description="added once per model")
     fitted: JsonObject = Field(default_factory=dict, description="what it was fitted on (created, models, points)")
@@ -385,7 +392,10 @@ class LatencyTableDocument(BaseModel):
     software: Software
     protocol: JsonObject = Field(description="the timing protocol the numbers were taken with")
     grid: dict[str, list[int]] = Field(description="axis values (emb, heads, qk, v, mlp), each strictly increasing")
-    parts: dict[str, Part] = Field(description="attn_qk, attn_v, mlp (or block), and stem, head where measured")
+    parts: dict[str, Part] = Field(
+        description="block parts from one split (attn_qk, attn_v, mlp; or attn, mlp; or block), and stem, head where "
+        "measured"
+    )
     sweep: Sweep | None = None
     validation: Validation | None = None
     calibration: Calibration | None = None
@@ -419,8 +429,13 @@ class LatencyTableDocument(BaseModel):
                 raise TableFormatError(f"parts.{name} must be an object")
         if not any(name in BLOCK_PARTS for name in parts):
             raise TableFormatError(f"parts must include block parts (any of {list(BLOCK_PARTS)})")
-        if "block" in parts and len(set(parts) & set(BLOCK_PARTS)) > 1:
-            raise TableFormatError("parts: a whole 'block' part cannot be combined with attn_qk/attn_v/mlp parts")
+        block_parts = set(parts) & set(BLOCK_PARTS)
+        if not any(block_parts <= set(split) for split in BLOCK_SPLITS.values()):
+            splits = "; ".join(f"{name}: {list(split)}" for name, split in BLOCK_SPLITS.items())
+            raise TableFormatError(
+                f"parts {sorted(block_parts)} mix two ways of splitting a block; the block parts of a table come from "
+                f"one split ({splits})"
+            )
         return parts
 
     @model_validator(mode="after")

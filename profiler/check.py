@@ -32,7 +32,7 @@ from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
 from profiler.timing import Protocol, measure
 from profiler.validate import backend_for_table, workload_for_table
-from profiler.workload import build_pipeline
+from profiler.workload import block_stages_of, build_pipeline
 
 EXIT_CODES: dict[str, int] = {"holds": 0, "stale": 3, "different": 4}
 DRIFT_FLOOR_PCT = 3.0
@@ -73,13 +73,14 @@ def time_points(doc: Mapping[str, Any], points: list[BlockDims], passes: int, se
     workload = workload_for_table(doc)
     protocol = Protocol.from_dict(doc["protocol"])
     with_model = bool({"stem", "head"} & set(doc["parts"]))
+    split = block_stages_of(doc["parts"])
     timed: list[list[float]] = [[] for _ in points]
     order = list(range(len(points)))
     rng = random.Random(seed)
     for _ in range(passes):
         rng.shuffle(order)
         for i in order:
-            _, stages, inputs = build_pipeline([points[i], points[i]], workload, with_model)
+            _, stages, inputs = build_pipeline([points[i], points[i]], workload, with_model, block_stages=split)
             timed[i].append(measure(backend.prepare_pipeline(stages, inputs), protocol).median_ms)
     return [CheckPoint(p, predicted_pair_ms(doc, p), tuple(t)) for p, t in zip(points, timed, strict=True)]
 

@@ -170,6 +170,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     elif args.allocator:
         raise ValueError(f"--allocator is a torch-cpu option; {args.backend} manages its own memory")
     backend = create_backend(args.backend, args.precision, args.threads, **options)
+    spec = spec.with_block_split(backend.block_stages)  # attn | mlp where the runtime fuses attention
     workload = Workload(args.batch, args.tokens, model)
     protocol = Protocol.quick() if args.quick else Protocol()
     shard = Shard.parse(args.shard) if args.shard else None

@@ -99,7 +99,9 @@ def _pct(value: float, reference: float) -> float:
 def time_backend(backend: Backend) -> dict[str, Any]:
     """The mid-size block as parts inside the block and as a whole; the 4-block model against its blocks."""
     workload = GPU_WORKLOAD if backend.environment()["device"]["kind"] == "gpu" else CPU_WORKLOAD
-    names, stages, inputs = build_pipeline(MID_BLOCK, workload, with_model_parts=False)
+    names, stages, inputs = build_pipeline(
+        MID_BLOCK, workload, with_model_parts=False, block_stages=backend.block_stages
+    )
     parts = measure(backend.prepare_pipeline(stages, inputs), PROTOCOL)
     block_run = backend.prepare(*build_block(MID_BLOCK, workload))
     whole, again = measure(block_run, PROTOCOL), measure(block_run, PROTOCOL)
@@ -109,6 +111,7 @@ def time_backend(backend: Backend) -> dict[str, Any]:
     return {
         "workload": {"batch": workload.batch, "tokens": workload.tokens, "precision": backend.precision},
         "stage_timing": backend.stage_timing,
+        "block_split": list(backend.block_stages),
         "block": MID_BLOCK.as_dict(),
         "parts_ms": {n: round(v, 4) for n, v in zip(names, parts.stage_median_ms, strict=True)},
         "parts_sum_ms": round(parts.median_ms, 4),

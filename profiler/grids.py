@@ -1,6 +1,8 @@
 """Grid presets and grid files: which axis values each table part is measured at.
 
-The block is timed as three parts over 3-, 3- and 2-D grids (see tables/README.md for why): FLOPs of every
+The block is timed as three parts over 3-, 3- and 2-D grids (see tables/README.md for why), or, on runtimes that
+fuse attention, as two over 4- and 2-D grids (attn on emb, heads, qk, v: qk and v are then timed apart, so the
+same grid takes len(v) times the runs): FLOPs of every
 operation in a block are multilinear in the widths of its part, so multilinear interpolation is exact for the
 FLOP-proportional share of latency and a coarse grid leaves only the hardware-efficiency curvature as error.
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lut_server.table_format import PART_AXES, TableFormatError, validate_grid
+from lut_server.table_format import BLOCK_PARTS, PART_AXES, TableFormatError, validate_grid
 
 DEFAULT_PARTS: tuple[str, ...] = ("attn_qk", "attn_v", "mlp", "stem", "head")
 
@@ -46,6 +48,14 @@ class GridSpec:
 
     def without_model_parts(self) -> GridSpec:
         return GridSpec(self.grid, tuple(p for p in self.parts if p not in ("stem", "head")))
+
+    def with_block_split(self, block_stages: tuple[str, ...]) -> GridSpec:
+        """The same grid with its block parts replaced by another split's (attn_qk, attn_v -> attn for a runtime that
+        fuses attention); stem and head stay."""
+        if not set(self.parts) & set(BLOCK_PARTS):
+            return self
+        model_parts = tuple(p for p in self.parts if p not in BLOCK_PARTS)
+        return GridSpec(self.grid, (*block_stages, *model_parts))
 
 
 PRESETS: dict[str, GridSpec] = {

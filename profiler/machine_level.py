@@ -21,7 +21,7 @@ from lut_server.dims import BlockDims
 from lut_server.table_format import part_median
 from profiler.backends import Backend
 from profiler.timing import Protocol, Runner, combine_passes, measure, passes_disagree
-from profiler.workload import BLOCK_STAGES, Workload, build_pipeline
+from profiler.workload import Workload, block_stages_of, build_pipeline
 
 REFERENCE_EVERY = 8
 """Measurements between two re-times of the reference (about 10% more time for a level every few seconds)."""
@@ -35,7 +35,7 @@ def predicted_pair_ms(doc: Mapping[str, Any], dims: BlockDims) -> float:
     """Two blocks of `dims` (on the grid) between the stem and the head, from the table's raw cells."""
     grid, parts = doc["grid"], doc["parts"]
     total = 0.0
-    for name in BLOCK_STAGES:
+    for name in block_stages_of(parts):
         total += 2 * float(part_median(doc, name)[_cell_index(grid, parts[name]["axes"], dims)])
     for name in ("stem", "head"):
         if name in parts:
@@ -49,7 +49,9 @@ def reference_runner(doc: Mapping[str, Any], backend: Backend, workload: Workloa
     with_model = bool({"stem", "head"} & set(doc["parts"]))
 
     def make() -> Runner:
-        _, stages, inputs = build_pipeline([reference, reference], workload, with_model)
+        _, stages, inputs = build_pipeline(
+            [reference, reference], workload, with_model, block_stages=block_stages_of(doc["parts"])
+        )
         return backend.prepare_pipeline(stages, inputs)
 
     return make

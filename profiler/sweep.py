@@ -15,6 +15,10 @@ neighbourhood of the grid, and each pass pairs it with another partner); a combo
 than `max_pass_gap`, or whose IQR/median was wider than `max_rel_iqr`, is measured once more and the median of its
 passes kept. The reference pair is re-timed periodically; cells are derived from the records divided by the
 machine's level when each was measured (`record_levels`), so drift during the sweep does not dent the grid.
+
+Runtimes that fuse attention (TensorRT, ONNX Runtime's CUDA provider: `Backend.block_stages`) time each block as
+attn | mlp instead: a run fills a cell of `attn` (emb, heads, qk, v), qk and v each run over their own grid (so the
+qk = v grid takes len(v) times the runs), and the layout is FUSED_LAYOUT.
 """
 
 from __future__ import annotations
@@ -39,15 +43,29 @@ from profiler.backends import Backend
 from profiler.environment import utc_now
 from profiler.grids import GridSpec
 from profiler.timing import Measurement, Protocol, combine_passes, measure, passes_disagree
-from profiler.workload import BLOCK_STAGES, Workload, build_pipeline
+from profiler.workload import FUSED_ATTENTION, SCORES_VALUES, Workload, block_stages_of, build_pipeline
 
-Combo = tuple[int, int, int]
-"""Indices into the emb, heads and qk (= v) grids: one block of a pipeline run."""
+Combo = tuple[int, ...]
+"""One block of a pipeline run: indices into the emb, heads and qk (= v) grids (scores-values split), or into the
+emb, heads, qk and v grids (fused-attention split: the attn part has both axes)."""
 Unit = tuple[int, Combo]
 """(pass, combo): one record of the table."""
 
 LAYOUT = "in-context-pairs/v2"
 """v1 (`in-context-parts/v1`) timed one block per pipeline; its records have the same shape and still derive."""
+FUSED_LAYOUT = "in-context-pairs-fused-attention/v1"
+"""Pairs as v2, each block timed as attn | mlp, its combo indexing the qk and v grids separately."""
+
+
+def layout_of(spec: GridSpec) -> str:
+    return FUSED_LAYOUT if block_stages_of(spec.parts) == FUSED_ATTENTION else LAYOUT
+
+
+def combo_axes(spec: GridSpec) -> tuple[str, ...]:
+    """The grid axes a combo indexes (mlp cycles through its grid across combos)."""
+    if block_stages_of(spec.parts) == FUSED_ATTENTION:
+        return ("emb", "heads", "qk", "v")
+    return ("emb", "heads", "qk")
 
 
 @dataclass(frozen=True)
@@ -104,31 +122,40 @@ class Shard:
 
 
 def check_layout(spec: GridSpec) -> None:
-    """The in-context layout measures attn_qk and attn_v cells in the same runs, so their grids must agree."""
-    missing = [p for p in BLOCK_STAGES if p not in spec.parts]
-    if missing or "block" in spec.parts:
-        raise ValueError(f"a sweep measures the parts {list(BLOCK_STAGES)} (+ stem, head); grid parts are {spec.parts}")
-    if spec.grid["qk"] != spec.grid["v"]:
+    """A sweep measures one block split's parts in the same runs. Split scores-values, attn_qk and attn_v cells
+    come from the same runs, so their grids must agree; split fused-attention has qk and v as axes of one part."""
+    stages = block_stages_of(spec.parts) if "block" not in spec.parts else ()
+    block_parts = [p for p in spec.parts if p not in ("stem", "head")]
+    if not stages or sorted(block_parts) != sorted(stages):
+        raise ValueError(
+            f"a sweep measures the parts {list(SCORES_VALUES)} or {list(FUSED_ATTENTION)} (+ stem, head); grid parts "
+            f"are {list(spec.parts)}"
+        )
+    if stages == SCORES_VALUES and spec.grid["qk"] != spec.grid["v"]:
         raise ValueError(f"grid qk {spec.grid['qk']} and v {spec.grid['v']} must be the same list (timed as qk = v)")
-    if len(spec.grid["heads"]) * len(spec.grid["qk"]) < len(spec.grid["mlp"]):
-        raise ValueError("each emb needs at least as many heads x qk runs as there are mlp grid values")
+    if math.prod(len(spec.grid[a]) for a in combo_axes(spec)[1:]) < len(spec.grid["mlp"]):
+        raise ValueError("each emb needs at least as many runs as there are mlp grid values")
 
 
 def plan_combos(spec: GridSpec) -> list[Combo]:
     """Every pipeline run of the grid, in a fixed order (shards slice this order)."""
-    return list(itertools.product(*(range(len(spec.grid[a])) for a in ("emb", "heads", "qk"))))
+    return list(itertools.product(*(range(len(spec.grid[a])) for a in combo_axes(spec))))
 
 
 def mlp_index(spec: GridSpec, combo: Combo) -> int:
-    """The mlp grid value a run uses: cycles through the grid so every (emb, mlp) cell gets runs."""
-    ie, ih, ix = combo
-    return (ih * len(spec.grid["qk"]) + ix + ie) % len(spec.grid["mlp"])
+    """The mlp grid value a run uses: cycles through the grid so every (emb, mlp) cell gets runs (the combo's
+    position among its emb's runs, offset by the emb index)."""
+    position = 0
+    for axis, index in zip(combo_axes(spec)[1:], combo[1:], strict=True):
+        position = position * len(spec.grid[axis]) + index
+    return (position + combo[0]) % len(spec.grid["mlp"])
 
 
 def combo_dims(spec: GridSpec, combo: Combo) -> BlockDims:
-    ie, ih, ix = combo
     g = spec.grid
-    return BlockDims(g["emb"][ie], g["heads"][ih], g["qk"][ix], g["v"][ix], g["mlp"][mlp_index(spec, combo)])
+    ie, ih, iq = combo[:3]
+    iv = combo[3] if len(combo) == 4 else iq  # scores-values: timed with qk = v
+    return BlockDims(g["emb"][ie], g["heads"][ih], g["qk"][iq], g["v"][iv], g["mlp"][mlp_index(spec, combo)])
 
 
 def reference_dims(spec: GridSpec) -> BlockDims:
@@ -146,7 +173,7 @@ def new_table(
     env = backend.environment()
     with_model = bool({"stem", "head"} & set(spec.parts))
     sweep = {
-        "layout": LAYOUT,
+        "layout": layout_of(spec),
         "measurements": 0,
         "units_done": 0,
         "units_planned": len(plan_combos(spec)) * protocol.passes,
@@ -231,8 +258,8 @@ def derive_parts(doc: dict) -> None:
     samples = {p: np.zeros(shapes[p], dtype=int) for p in spec.parts}
     pooled: dict[tuple[str, tuple[int, ...]], dict[str, list[float]]] = {}
     for combo, records in _grouped(doc).items():
-        ie, ih, ix = combo
-        cells = {"attn_qk": (ie, ih, ix), "attn_v": (ie, ih, ix), "mlp": (ie, mlp_index(spec, combo)),
+        ie, ih, iq = combo[:3]
+        cells = {"attn_qk": (ie, ih, iq), "attn_v": (ie, ih, iq), "attn": combo, "mlp": (ie, mlp_index(spec, combo)),
                  "stem": (ie,), "head": (ie,)}  # fmt: skip
         for part in spec.parts:
             entry = pooled.setdefault((part, cells[part]), {"median_ms": [], "p10_ms": [], "p90_ms": []})
@@ -278,6 +305,7 @@ class Sweep:
         seed: int = 0,
     ):
         check_layout(spec)
+        self.block_stages = block_stages_of(spec.parts)
         self.out = Path(out)
         self.backend, self.workload, self.spec, self.protocol = backend, workload, spec, protocol
         self.shard = shard
@@ -330,7 +358,7 @@ class Sweep:
         write_table(self.out, self.doc)
 
     def _measure(self, stack: list[BlockDims]) -> tuple[list[str], Measurement]:
-        names, stages, inputs = build_pipeline(stack, self.workload, self.with_model)
+        names, stages, inputs = build_pipeline(stack, self.workload, self.with_model, block_stages=self.block_stages)
         m = measure(self.backend.prepare_pipeline(stages, inputs), self.protocol)
         return names, m
 
@@ -357,8 +385,9 @@ class Sweep:
         shared = [i for i, name in enumerate(names) if name in ("stem", "head")]
         columns = {"median_ms": m.stage_median_ms, "p10_ms": m.stage_p10_ms, "p90_ms": m.stage_p90_ms}
         records = []
+        n = len(self.block_stages)
         for k, combo in enumerate(run.combos):
-            mine = shared + [offset + 3 * k + j for j in range(len(BLOCK_STAGES))]
+            mine = shared + [offset + n * k + j for j in range(n)]
             stats = {key: {names[i]: values[i] for i in mine} for key, values in columns.items()}
             others = [c for c in run.stack() if c != combo]
             records.append({

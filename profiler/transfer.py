@@ -124,7 +124,10 @@ def transfer_table(
         raise ValueError(f"{source_path.name} is incomplete; a transfer needs a complete source table")
     missing = [p for p in BLOCK_STAGES if p not in source_doc["parts"]]
     if missing:
-        raise ValueError(f"{source_path.name} lacks the parts {missing}; a transfer corrects attn_qk, attn_v and mlp")
+        raise ValueError(
+            f"{source_path.name} lacks the parts {missing}; a transfer corrects attn_qk, attn_v and mlp (a table "
+            "split as attn | mlp is profiled, not transferred)"
+        )
     source = LatencyTable(source_doc, source_path.stem, calibrated=False)
     w = source_doc["workload"]
     backend = create_backend(

@@ -1,10 +1,11 @@
 """The one ViT definition: blocks with free EMB/H/QK/V/MLP, timed by the profiler and built by the pruner.
 
 Attention is written out (scores, softmax, probabilities × values) rather than fused, because QK ≠ V must be
-expressible and because the profiler times the block in the same three pieces the forward pass is made of:
+expressible and because the profiler times the block in the pieces the forward pass is made of:
 `attention_scores` (norm1 + Q/K projection + softmax), `attention_values` (V projection + mixing + output
-projection + residual) and `mlp_residual` (norm2 + MLP + residual). The attention scale is fixed by the model
-(DeiT's 64**-0.5), not recomputed from a pruned QK width.
+projection + residual) and `mlp_residual` (norm2 + MLP + residual); `attention_residual` is the first two as one
+piece, for runtimes that fuse attention (an exported graph of it is the MatMul-Softmax-MatMul pattern they fuse).
+The attention scale is fixed by the model (DeiT's 64**-0.5), not recomputed from a pruned QK width.
 """
 
 from __future__ import annotations
@@ -95,12 +96,16 @@ class Block(nn.Module):
         mixed = (probs @ v).transpose(1, 2).reshape(b, t, self.dims.heads * self.dims.v)
         return x + self.proj(mixed)
 
+    def attention_residual(self, x: Tensor) -> Tensor:
+        """The whole attention sub-block (scores, softmax, values, projection, residual) as one piece."""
+        h, probs = self.attention_scores(x)
+        return self.attention_values(x, h, probs)
+
     def mlp_residual(self, x: Tensor) -> Tensor:
         return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
     def forward(self, x: Tensor) -> Tensor:
-        h, probs = self.attention_scores(x)
-        return self.mlp_residual(self.attention_values(x, h, probs))
+        return self.mlp_residual(self.attention_residual(x))
 
 
 class Stem(nn.Module):

@@ -7,14 +7,14 @@ the block, operation for operation.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from lut_server.dims import BlockDims, ModelDims
-from lut_server.table_format import PART_AXES
+from lut_server.table_format import BLOCK_SPLITS, PART_AXES
 from profiler.vit import DEFAULT_ATTN_SCALE, Block, Head, Stem, VisionTransformer, VitConfig
 
 
@@ -90,6 +90,21 @@ class ValuesStage(PipelineStage):
         return (self.block.attention_values(x, h, probs),)
 
 
+class AttentionStage(PipelineStage):
+    """attn: the whole attention sub-block (attn_qk and attn_v as one stage), for runtimes that fuse attention.
+
+    Split as attn_qk | attn_v, the attention probabilities become an engine or session output, which no deployed
+    block writes out and which keeps a runtime from fusing scores, softmax and values into one kernel. This stage
+    reads and writes only the residual stream, as the block does between its attention and its MLP."""
+
+    def __init__(self, block: Block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> tuple[Tensor]:
+        return (self.block.attention_residual(x),)
+
+
 class MlpStage(PipelineStage):
     """mlp: norm2, fc1, GELU, fc2, residual."""
 
@@ -150,7 +165,24 @@ def stage_inputs(stages: Sequence[nn.Module], inputs: tuple[Tensor, ...]) -> lis
     return collected
 
 
-BLOCK_STAGES: tuple[str, ...] = ("attn_qk", "attn_v", "mlp")
+SCORES_VALUES: tuple[str, ...] = BLOCK_SPLITS["scores-values"]
+"""attn_qk | attn_v | mlp: every part on at most three axes; for runtimes that run the block op by op."""
+FUSED_ATTENTION: tuple[str, ...] = BLOCK_SPLITS["fused-attention"]
+"""attn | mlp: attention as one stage on (emb, heads, qk, v); for runtimes that fuse attention."""
+BLOCK_STAGES = SCORES_VALUES
+"""The default split."""
+_STAGES: dict[str, type[PipelineStage]] = {"attn_qk": ScoresStage, "attn_v": ValuesStage, "attn": AttentionStage,
+                                           "mlp": MlpStage}  # fmt: skip
+
+
+def block_stages_of(parts: Iterable[str]) -> tuple[str, ...]:
+    """The block split a table (or grid) with these parts is measured in."""
+    parts = set(parts)
+    if "attn" in parts:
+        return FUSED_ATTENTION
+    if parts & set(SCORES_VALUES):
+        return SCORES_VALUES
+    raise ValueError(f"parts {sorted(parts)} hold neither {list(SCORES_VALUES)} nor {list(FUSED_ATTENTION)}")
 
 
 def _full_dims(part: str, dims: Mapping[str, int]) -> BlockDims:
@@ -183,6 +215,8 @@ def build_part(part: str, dims: Mapping[str, int], workload: Workload, seed: int
         return ScoresStage(block), (x,)
     if part == "mlp":
         return MlpStage(block), (x,)
+    if part == "attn":
+        return AttentionStage(block), (x,)
     if part == "attn_v":
         h = torch.randn(b, t, block_dims.emb, generator=generator)
         probs = torch.randn(b, block_dims.heads, t, t, generator=generator).softmax(-1)
@@ -191,11 +225,19 @@ def build_part(part: str, dims: Mapping[str, int], workload: Workload, seed: int
 
 
 def build_pipeline(
-    blocks: BlockDims | Sequence[BlockDims], workload: Workload, with_model_parts: bool, seed: int = 0
+    blocks: BlockDims | Sequence[BlockDims],
+    workload: Workload,
+    with_model_parts: bool,
+    seed: int = 0,
+    block_stages: Sequence[str] = SCORES_VALUES,
 ) -> tuple[list[str], list[nn.Module], tuple[Tensor, ...]]:
     """The stages of one or more stacked blocks (all of one EMB; the stem before them and the head after them when
     the table has them) and the pipeline's inputs; timing it yields every part's latency measured inside a running
-    model. Names repeat per block: block i's stages follow the stem (if any) at positions 3i, 3i+1, 3i+2."""
+    model. Each block is split into `block_stages` (SCORES_VALUES or FUSED_ATTENTION). Names repeat per block:
+    block i's n stages follow the stem (if any) at positions n·i ... n·i + n - 1."""
+    block_stages = tuple(block_stages)
+    if block_stages not in (SCORES_VALUES, FUSED_ATTENTION):
+        raise ValueError(f"a block splits into {list(SCORES_VALUES)} or {list(FUSED_ATTENTION)}, not {block_stages}")
     stack = [blocks] if isinstance(blocks, BlockDims) else list(blocks)
     if not stack or len({b.emb for b in stack}) != 1:
         raise ValueError(f"a pipeline needs one or more blocks of one EMB, got {[b.as_dict() for b in stack]}")
@@ -205,8 +247,8 @@ def build_pipeline(
     stages: list[nn.Module] = []
     for dims in stack:
         block = Block(dims, workload.attn_scale)
-        names += BLOCK_STAGES
-        stages += [ScoresStage(block), ValuesStage(block), MlpStage(block)]
+        names += block_stages
+        stages += [_STAGES[name](block) for name in block_stages]
     if with_model_parts:
         cfg = workload.model
         if cfg is None:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from profiler.backends.options import OptionSpec, recorded_options, resolve_options
 from profiler.timing import Runner
+from profiler.workload import SCORES_VALUES
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -51,6 +52,12 @@ class Backend(ABC):
     def stage_timing(self) -> str:
         """How stages are timed, recorded in the table's protocol (e.g. "in-context": inside the running pipeline)."""
         return "in-context"
+
+    @property
+    def block_stages(self) -> tuple[str, ...]:
+        """How a block is split into timed stages: attn_qk | attn_v | mlp, or attn | mlp where the runtime fuses
+        attention (scores, softmax and values in one kernel), which a split at the probabilities would prevent."""
+        return SCORES_VALUES
 
     def apply_process_settings(self) -> None:  # noqa: B027 - backends without process-wide settings keep this
         """Set the process-wide state this backend times under (threads, allocator, math modes). Idempotent; called

@@ -9,12 +9,14 @@ the sessions run on one torch stream (`user_compute_stream`) and are timed with 
 is set explicitly (`use_tf32`, off unless the `tf32` option asks for it) and recorded.
 
 A pipeline is one session per stage, chained through the bound buffers: a stage reads the very buffer an earlier
-stage wrote (attn_v reads the block's input for its residual), so no stage copies a tensor through. This path has
+stage wrote (attn_v reads the block's input for its residual), so no stage copies a tensor through. On the CUDA
+provider a block is split as attn | mlp, so the provider's attention fusions see the whole attention. This path has
 not been run on a GPU (docs/gpu.md).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,11 +28,12 @@ from torch import Tensor, nn
 from profiler.backends.base import Backend, BackendUnavailable
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner, HostClockRunner
+from profiler.backends.tf32_environment import check_tf32_environment
 from profiler.environment import package_version
 from profiler.fingerprint import cpu_device, software
 from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
 from profiler.timing import Runner
-from profiler.workload import initial_state, stage_inputs, stage_io
+from profiler.workload import FUSED_ATTENTION, SCORES_VALUES, initial_state, stage_inputs, stage_io
 
 PROVIDERS: dict[str, str] = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -78,6 +81,14 @@ def cuda_provider_options(device_id: int, stream_handle: int, tf32: bool) -> dic
     }
 
 
+def cuda_provider_match(tf32: bool) -> dict[str, Any]:
+    """What a CUDA-provider table must match besides onnxruntime itself: CUDA, cuDNN and the provider's own TF32
+    setting. torch's math modes choose torch's kernels, not the provider's, so they are left out."""
+    from profiler.backends.torch_cuda import cuda_versions
+
+    return {**cuda_versions(), "ort_cuda_use_tf32": tf32}
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "fp16")
@@ -103,6 +114,8 @@ class OnnxRuntimeBackend(Backend):
                 f"onnxruntime {onnxruntime_version()} has no {PROVIDERS[self.provider]} here "
                 f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu for CUDA"
             )
+        if self.provider == "cuda":
+            check_tf32_environment(self.name, precision, self.options["tf32"], os.environ, torch_matmuls=False)
         if self.provider == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("onnxruntime's CUDA provider needs torch with CUDA for buffers and events")
         if self.provider == "cpu" and precision != "fp32":
@@ -112,6 +125,11 @@ class OnnxRuntimeBackend(Backend):
     @property
     def stage_timing(self) -> str:
         return "in-context" if self.provider == "cpu" else "in-context-chained-sessions"
+
+    @property
+    def block_stages(self) -> tuple[str, ...]:
+        """The CUDA provider fuses attention (its transformer fusions); the CPU provider keeps the shipped split."""
+        return FUSED_ATTENTION if self.provider == "cuda" else SCORES_VALUES
 
     def export(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> OnnxGraph:
         """The ONNX graph this backend times: the module (already in the table's precision), exact dims."""
@@ -170,15 +188,18 @@ class OnnxRuntimeBackend(Backend):
     ) -> Runner:
         state = {name: x.contiguous() for name, x in initial_state(stages, inputs).items()}
         bindings, executes = [], []
+        bound: list[Tensor] = []  # every buffer bound by pointer: `state` forgets a name's earlier buffer (x)
         for stage, session in zip(stages, sessions, strict=True):
             reads, writes = stage_io(stage)
             binding = session.io_binding()
             for meta, name in zip(session.get_inputs(), reads, strict=True):
                 tensor = state[name]
+                bound.append(tensor)
                 binding.bind_input(meta.name, "cuda", device.index, _onnx_numpy_type(meta.type), tuple(tensor.shape),
                                    tensor.data_ptr())  # fmt: skip
             for meta, name in zip(session.get_outputs(), writes, strict=True):
                 tensor = torch.empty(tuple(meta.shape), dtype=_onnx_torch_type(meta.type), device=device)
+                bound.append(tensor)
                 state[name] = tensor
                 binding.bind_output(meta.name, "cuda", device.index, _onnx_numpy_type(meta.type), tuple(tensor.shape),
                                     tensor.data_ptr())  # fmt: skip
@@ -189,7 +210,7 @@ class OnnxRuntimeBackend(Backend):
         run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         torch.cuda.synchronize(device)  # inputs copied before the first timed launch
         steps = [lambda execute=execute: execute(run_options) for execute in executes]
-        return CudaEventRunner(steps, self._stream(), resources=(sessions, bindings, state))
+        return CudaEventRunner(steps, self._stream(), resources=(sessions, bindings, bound))
 
     def environment(self) -> dict[str, dict[str, Any]]:
         """The graph comes from torch's exporter, so torch's version is part of what must match."""
@@ -204,10 +225,10 @@ class OnnxRuntimeBackend(Backend):
             "onnxruntime_distribution": _ort_distribution(),
         }
         if self.provider == "cuda":
-            from profiler.backends.torch_cuda import cuda_device, cuda_software
+            from profiler.backends.torch_cuda import cuda_device
 
-            match["ort_cuda_use_tf32"] = self.options["tf32"]
-            return {"device": cuda_device(), "software": software(match | cuda_software(), recorded)}
+            return {"device": cuda_device(), "software": software(match | cuda_provider_match(self.options["tf32"]),
+                                                                  recorded)}  # fmt: skip
         device = cpu_device(self.threads, {"ort_intra_op_threads": self.threads, "ort_inter_op_threads": 1})
         return {"device": device, "software": software(match, recorded)}
 

@@ -7,15 +7,17 @@ are allowed FP16/BF16 kernels by flag. TF32 is set or cleared explicitly (`tf32`
 sparsity prunes the Linear weights by magnitude before export and sets SPARSE_WEIGHTS.
 
 A pipeline is one engine per stage, chained through device buffers (a stage reads the very buffer an earlier one
-wrote: no pass-through copies) and launched back to back on one stream with CUDA events between them. Stages are
-separate engines, so TensorRT cannot fuse across a stage boundary (attention's softmax and its product with V);
-`doctor` reports what that split costs against the whole block as one engine. Buffers are torch CUDA tensors bound
+wrote: no pass-through copies) and launched back to back on one stream with CUDA events between them. A block is
+split as attn | mlp (`block_stages`): attention is one engine, so TensorRT can fuse scores, softmax and values,
+and only the residual stream passes between engines, as inside the block. `doctor` reports what remains of the
+split against the whole block as one engine. Buffers are torch CUDA tensors bound
 by `data_ptr()`. None of this has run on a GPU (docs/gpu.md); the pure parts are tested on the CPU.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,14 +28,17 @@ from profiler.backends.base import Backend, BackendUnavailable
 from profiler.backends.cuda_device import compute_capability, cuda_device
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
+from profiler.backends.tensorrt_io import bind_stage
 from profiler.backends.tensorrt_support import TYPINGS, check_sparsity, check_target, parse_version, resolve_typing
+from profiler.backends.tf32_environment import check_tf32_environment
+from profiler.backends.torch_cuda import cuda_versions
 from profiler.engine_cache import EngineCache, cache_key, graph_signature
 from profiler.environment import package_version
 from profiler.fingerprint import software
-from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, export_onnx
+from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
 from profiler.structured_sparsity import prune_2_4_
 from profiler.timing import Runner
-from profiler.workload import initial_state, stage_inputs, stage_io
+from profiler.workload import FUSED_ATTENTION, initial_state, stage_inputs, stage_io
 
 SPARSITIES: tuple[str, ...] = ("none", "2:4")
 _TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -141,6 +146,7 @@ class TensorRtBackend(Backend):
         super().__init__(precision, threads, **options)
         o = self.options
         build_plan(precision, o["sparsity"], "10.13", o["tf32"], o["workspace_gib"], o["optimization_level"])
+        check_tf32_environment(self.name, precision, o["tf32"], os.environ, torch_matmuls=False)
         if not torch.cuda.is_available():
             package = "" if importlib.util.find_spec("tensorrt") else "; the tensorrt package is not installed either"
             raise BackendUnavailable(
@@ -165,13 +171,17 @@ class TensorRtBackend(Backend):
     def stage_timing(self) -> str:
         return "in-context-chained-engines"
 
+    @property
+    def block_stages(self) -> tuple[str, ...]:
+        return FUSED_ATTENTION  # TensorRT fuses MatMul-Softmax-MatMul attention
+
     def versions(self) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(self.device)
         return {"tensorrt": self.trt.__version__, "gpu": props.name, "compute_capability": [props.major, props.minor]}
 
-    def engine_bytes(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> bytes:
-        """The serialized engine for this module (on the GPU, in the plan's precision): from the cache, keyed by
-        the exported graph's structure, or built and cached."""
+    def engine_bytes(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[bytes, OnnxGraph]:
+        """The serialized engine for this module (on the GPU, in the plan's precision), from the cache, keyed by
+        the exported graph's structure, or built and cached; and the graph (its I/O names name the engine's)."""
         if self.plan.prune_2_4:
             prune_2_4_(module)
         graph = export_onnx(module, inputs, exporter=self.options["exporter"], opset=self.options["opset"])
@@ -180,11 +190,11 @@ class TensorRtBackend(Backend):
         cached = self.cache.get(key)
         if cached is not None:
             self.engines_reused += 1
-            return cached
+            return cached, graph
         engine = self._build(graph.model)
         self.cache.put(key, engine)
         self.engines_built += 1
-        return engine
+        return engine, graph
 
     def _build(self, onnx_model: bytes) -> bytes:
         trt, plan = self.trt, self.plan
@@ -210,37 +220,38 @@ class TensorRtBackend(Backend):
         return bytes(serialized)
 
     def _pipeline_runner(self, stages: list[nn.Module], inputs: tuple[Tensor, ...]) -> Runner:
-        trt = self.trt
         dtype = self.dtype
         stages = [stage.eval().to(device=self.device, dtype=dtype) for stage in stages]
         inputs = tuple(x.to(device=self.device, dtype=dtype if x.is_floating_point() else x.dtype) for x in inputs)
         examples = stage_inputs(stages, inputs)  # one run on the GPU, for the graphs' shapes
         state = {name: x.contiguous() for name, x in initial_state(stages, inputs).items()}
-        engines, contexts = [], []
+        engines, contexts, buffers = [], [], []
         for stage, example in zip(stages, examples, strict=True):
-            engine = self.runtime.deserialize_cuda_engine(self.engine_bytes(stage, example))
+            serialized, graph = self.engine_bytes(stage, example)
+            engine = self.runtime.deserialize_cuda_engine(serialized)
             if engine is None:
                 raise RuntimeError("TensorRT could not deserialize the engine (version or GPU mismatch?)")
             context = engine.create_execution_context()
             reads, writes = stage_io(stage)
-            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-            routes = {f"input{i}": name for i, name in enumerate(reads)}  # export_onnx's names, kept by the parser
-            routes |= {f"output{i}": name for i, name in enumerate(writes)}
-            for name in names:
+            tensors = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            modes = [(name, engine.get_tensor_mode(name).name) for name in tensors]
+
+            def allocate(name: str, engine: Any = engine) -> Tensor:
+                dtype_of = _TORCH_DTYPES[engine.get_tensor_dtype(name).name]
+                return torch.empty(tuple(engine.get_tensor_shape(name)), dtype=dtype_of, device=self.device)
+
+            bound = bind_stage(modes, graph.input_names, graph.output_names, reads, writes, state, allocate)
+            for name, tensor in bound.items():
                 dtype_of = _TORCH_DTYPES[engine.get_tensor_dtype(name).name]
                 shape = tuple(engine.get_tensor_shape(name))
-                if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                    tensor = state[routes[name]]
-                    if tensor.dtype != dtype_of or tuple(tensor.shape) != shape:
-                        raise RuntimeError(f"engine input {name} wants {dtype_of} {shape}, the pipeline has "
-                                           f"{tensor.dtype} {tuple(tensor.shape)}")  # fmt: skip
-                else:
-                    tensor = torch.empty(shape, dtype=dtype_of, device=self.device)
-                    state[routes[name]] = tensor
+                if tensor.dtype != dtype_of or tuple(tensor.shape) != shape:
+                    raise RuntimeError(f"engine tensor {name} wants {dtype_of} {shape}, the pipeline has "
+                                       f"{tensor.dtype} {tuple(tensor.shape)}")  # fmt: skip
                 if not context.set_tensor_address(name, tensor.data_ptr()):
                     raise RuntimeError(f"TensorRT refused the address of tensor {name}")
             engines.append(engine)
             contexts.append(context)
+            buffers.append(bound)  # a later stage replaces a name (x) in `state`; the engine still reads this one
         stream = self.stream
         torch.cuda.synchronize(self.device)  # inputs in place before the first timed launch
 
@@ -251,18 +262,26 @@ class TensorRtBackend(Backend):
 
             return step
 
-        # buffers are bound by address: the runner keeps the engines, contexts and every buffer alive
-        return CudaEventRunner([step_of(c) for c in contexts], stream, resources=(engines, contexts, state))
+        # buffers are bound by address: the runner keeps the engines, contexts and every bound buffer alive
+        return CudaEventRunner([step_of(c) for c in contexts], stream, resources=(engines, contexts, buffers))
 
     def environment(self) -> dict[str, dict[str, Any]]:
-        from profiler.backends.torch_cuda import cuda_software
+        return {
+            "device": cuda_device(self.device),
+            "software": software(tensorrt_software_match(self.trt.__version__, self.plan),
+                                 {"build_plan": self.plan.as_dict()}),
+        }  # fmt: skip
 
-        match = {
-            **cuda_software(),
-            "tensorrt": self.trt.__version__,
-            "onnx": package_version("onnx"),
-            "tensorrt_typing": self.plan.typing,
-            "tensorrt_tf32": "TF32" in self.plan.set_flags,
-            "tensorrt_builder_flags": list(self.plan.set_flags),
-        }
-        return {"device": cuda_device(self.device), "software": software(match, {"build_plan": self.plan.as_dict()})}
+
+def tensorrt_software_match(trt_version: str, plan: BuildPlan) -> dict[str, Any]:
+    """What a TensorRT table must match: the exporter (torch, onnx), CUDA, TensorRT and the math mode TensorRT is
+    built with (typing, TF32 and precision flags). torch's own math modes (its TF32 flags) choose torch's kernels,
+    not TensorRT's, so they are left out."""
+    return {
+        **cuda_versions(),
+        "tensorrt": trt_version,
+        "onnx": package_version("onnx"),
+        "tensorrt_typing": plan.typing,
+        "tensorrt_tf32": "TF32" in plan.set_flags,
+        "tensorrt_builder_flags": list(plan.set_flags),
+    }

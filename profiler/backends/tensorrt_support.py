@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from profiler.backends.base import BackendUnavailable
 
-V100_IMAGE = "nvcr.io/nvidia/pytorch:24.08-py3"
-"""An NVIDIA PyTorch image that ships a TensorRT 10 release still building for Volta (docs/gpu.md)."""
+V100_IMAGE = "docker/profiler-gpu-volta.Dockerfile"
+"""The image for Volta: Python 3.12, torch before 2.8 and TensorRT 10.4 (docs/gpu.md). NVIDIA's PyTorch images
+that ship TensorRT 10.4 or older have Python 3.10, below this package's minimum."""
 
 SUPPORT: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
     # (first TensorRT release of the range, lowest compute capability it builds for)
@@ -68,7 +69,7 @@ def check_target(trt_version: str, capability: tuple[int, int], precision: str) 
     lowest = lowest_capability(trt)
     cc = f"{capability[0]}.{capability[1]}"
     if capability < lowest:
-        hint = f" on a V100, e.g. the image {V100_IMAGE}" if capability == (7, 0) else ""
+        hint = f" (for a V100, the image {V100_IMAGE} has it)" if capability == (7, 0) else ""
         raise BackendUnavailable(
             f"TensorRT {trt_version} does not build for compute capability {cc} (it needs {lowest[0]}.{lowest[1]} "
             f"or later); the newest TensorRT that does is {newest_release_for(capability)}{hint} (docs/gpu.md)"

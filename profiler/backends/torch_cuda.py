@@ -7,6 +7,7 @@ the stages are timed as graph replays inside the running pipeline, as the option
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -16,11 +17,19 @@ from profiler.backends.base import Backend, BackendUnavailable
 from profiler.backends.cuda_device import compute_capability, cuda_device, nvidia_smi_facts, require_bf16
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
+from profiler.backends.tf32_environment import check_tf32_environment
 from profiler.fingerprint import software, torch_software
 from profiler.timing import Runner
 from profiler.workload import initial_state, run_stage
 
-__all__ = ["TorchCudaBackend", "cuda_device", "cuda_software", "nvidia_smi_facts"]
+__all__ = [
+    "TorchCudaBackend",
+    "cuda_device",
+    "cuda_software",
+    "cuda_versions",
+    "nvidia_smi_facts",
+    "torch_cuda_math_flags",
+]
 
 GRAPH_WARMUP_RUNS = 3
 """Eager runs before capture, on a side stream, so lazy initialisation and allocations happen outside the graph."""
@@ -41,18 +50,40 @@ def apply_torch_cuda_math_modes(modes: dict[str, Any]) -> None:
     torch.backends.cudnn.allow_tf32 = modes["cudnn_allow_tf32"]
 
 
-def cuda_software() -> dict[str, Any]:
-    """CUDA, cuDNN and the math modes in force: each changes which kernels run and what fp32 means."""
-    matmul = torch.backends.cuda.matmul
+def cuda_versions() -> dict[str, Any]:
+    """torch (every GPU backend exports or launches through it), the CUDA runtime and cuDNN it carries."""
     return {
-        **torch_software(),
+        "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
+
+
+TORCH_CUDA_MATH_KEYS: tuple[str, ...] = (
+    "float32_matmul_precision",
+    "cudnn_allow_tf32",
+    "cuda_matmul_allow_tf32",
+    "cuda_matmul_fp16_reduced_precision_reduction",
+    "cuda_matmul_bf16_reduced_precision_reduction",
+)
+"""torch's math modes: they choose torch's own kernels only, so only torch-cuda's tables match on them."""
+
+
+def torch_cuda_math_flags() -> dict[str, Any]:
+    """The torch math modes in force (TF32, reduced-precision reductions), under TORCH_CUDA_MATH_KEYS."""
+    matmul = torch.backends.cuda.matmul
+    return {
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "cuda_matmul_allow_tf32": matmul.allow_tf32,
         "cuda_matmul_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
         "cuda_matmul_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
     }
+
+
+def cuda_software() -> dict[str, Any]:
+    """What a torch-cuda table must match: torch and its libraries, CUDA, cuDNN and torch's math modes in force."""
+    return {**torch_software(), **cuda_versions(), **torch_cuda_math_flags()}
 
 
 class TorchCudaBackend(Backend):
@@ -65,6 +96,7 @@ class TorchCudaBackend(Backend):
 
     def __init__(self, precision: str = "fp16", threads: int | None = None, **options: Any):
         super().__init__(precision, threads, **options)
+        check_tf32_environment(self.name, precision, self.options["tf32"], os.environ, torch_matmuls=True)
         if not torch.cuda.is_available():
             raise BackendUnavailable("torch-cuda needs an NVIDIA GPU and a CUDA build of torch; none is available here")
         self.device = torch.device("cuda", torch.cuda.current_device())

@@ -40,3 +40,50 @@ def test_onnxruntime_cuda_provider_sets_tf32_explicitly() -> None:
     assert cuda_provider_options(0, 1234, tf32=False)["use_tf32"] == "0"  # the provider's own default is on
     options = cuda_provider_options(1, 1234, tf32=True)
     assert options["use_tf32"] == "1" and options["device_id"] == "1" and options["user_compute_stream"] == "1234"
+
+
+def test_each_gpu_backend_matches_only_on_the_math_modes_it_uses() -> None:
+    from profiler.backends.onnxruntime_backend import cuda_provider_match
+    from profiler.backends.tensorrt_backend import build_plan, tensorrt_software_match
+    from profiler.backends.torch_cuda import TORCH_CUDA_MATH_KEYS
+
+    trt = tensorrt_software_match("10.13.0", build_plan("fp32", tf32=True))
+    assert not set(TORCH_CUDA_MATH_KEYS) & set(trt)  # torch's TF32 flags do not choose TensorRT's kernels
+    assert trt["tensorrt_tf32"] is True and trt["tensorrt_builder_flags"] == ["TF32"]
+    assert trt["tensorrt"] == "10.13.0" and trt["torch"] == torch.__version__  # torch exports the graph
+    assert tensorrt_software_match("10.13.0", build_plan("fp32"))["tensorrt_tf32"] is False
+    ort = cuda_provider_match(tf32=False)
+    assert not set(TORCH_CUDA_MATH_KEYS) & set(ort) and ort["ort_cuda_use_tf32"] is False
+    assert set(TORCH_CUDA_MATH_KEYS) <= set(cuda_software())  # torch-cuda's own kernels do follow them
+
+
+def test_torch_override_of_tf32_refuses_a_strict_fp32_torch_cuda_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1")
+    with pytest.raises(ValueError, match="TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 forces TF32") as refused:
+        create_backend("torch-cuda", "fp32")
+    assert "\n" not in str(refused.value)
+    from profiler.backends.base import BackendUnavailable
+
+    for precision, options in (("fp32", {"tf32": True}), ("fp16", {})):  # TF32 asked for, or no fp32 matmuls
+        if torch.cuda.is_available():
+            create_backend("torch-cuda", precision, **options).close()
+        else:
+            with pytest.raises(BackendUnavailable):  # past the override check, stopped by the missing GPU
+                create_backend("torch-cuda", precision, **options)
+    monkeypatch.setenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "0")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable):
+            create_backend("torch-cuda", "fp32")
+
+
+def test_nvidia_override_refuses_tf32_where_it_would_be_disabled() -> None:
+    from profiler.backends.tf32_environment import check_tf32_environment
+
+    for backend, torch_matmuls in (("torch-cuda", True), ("onnxruntime", False), ("tensorrt", False)):
+        with pytest.raises(ValueError, match="NVIDIA_TF32_OVERRIDE=0 disables TF32"):
+            check_tf32_environment(backend, "fp32", True, {"NVIDIA_TF32_OVERRIDE": "0"}, torch_matmuls)
+        check_tf32_environment(backend, "fp32", False, {"NVIDIA_TF32_OVERRIDE": "0"}, torch_matmuls)
+    # torch's override does not reach TensorRT's or onnxruntime's kernels
+    check_tf32_environment("tensorrt", "fp32", False, {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"}, False)
+    with pytest.raises(ValueError, match="TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=true"):
+        check_tf32_environment("torch-cuda", "fp32", False, {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "true"}, True)
