@@ -136,7 +136,7 @@ def test_rejects_models_outside_the_table_and_bad_settings():
         Pruner(small_model(), latency=small_table(), target_ratio=0.0)
     from lut_server.latency_table import LatencyTable
     from tests.pruner.small_models import GRID
-    from tests.table.table_factory import make_table
+    from tests.table_factory import make_table
 
     narrow = LatencyTable(make_table({**GRID, "mlp": [16, 32]}))
     with pytest.raises(ValueError, match="mlp widths"):

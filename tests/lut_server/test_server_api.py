@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from server_tables import SMALL_GRID, make_table
 
 from lut_server.app import create_app
 from lut_server.config import ServerConfig
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import validate_table
+from tests.lut_server.server_tables import SMALL_GRID, make_table
 
 TOKEN = "write-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}

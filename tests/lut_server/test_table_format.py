@@ -13,7 +13,7 @@ from lut_server.table_format import (
     validate_table,
     write_table,
 )
-from tests.table.table_factory import FINGERPRINT, SOFTWARE, calibration, make_table, make_table_v2
+from tests.table_factory import FINGERPRINT, SOFTWARE, calibration, make_table, make_table_v2
 
 
 def test_version_2_table_round_trips_through_an_atomic_write(tmp_path):

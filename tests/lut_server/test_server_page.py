@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from server_process import ServerProcess
-from server_tables import make_table
 
 from lut_server.app import create_app
 from lut_server.config import ServerConfig
 from lut_server.status_page import AXIS_COLOURS
+from tests.lut_server.server_process import ServerProcess
+from tests.lut_server.server_tables import make_table
 
 CHROMIUM_FLAGS = [
     "--headless",

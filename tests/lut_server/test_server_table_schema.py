@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from server_tables import make_table
 
 from lut_server.app import create_app
 from lut_server.config import ServerConfig
 from lut_server.table_format import new_table_document
+from tests.lut_server.server_tables import make_table
 
 TOKEN = "write-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}

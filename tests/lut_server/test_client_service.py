@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_process import ServerProcess, free_port
-from server_tables import SMALL_GRID, make_table
 
 from lut_server.client import LatencyClient, LatencyQueryError, LatencyServiceError
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable, QueryError
+from tests.lut_server.server_process import ServerProcess, free_port
+from tests.lut_server.server_tables import SMALL_GRID, make_table
 
 TOKEN = "client-test-token"
 BLOCKS = [BlockDims(64 + 8 * i, 1 + i % 4, 8 + 2 * i, 32 - 2 * i, 64 + 37 * i) for i in range(12)]
