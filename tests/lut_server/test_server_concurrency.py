@@ -13,7 +13,7 @@ import pytest
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable
 from tests.lut_server.server_process import ServerProcess
-from tests.lut_server.server_tables import make_table
+from tests.table_factory import make_table
 
 TOKEN = "concurrency-token"
 READERS = 50

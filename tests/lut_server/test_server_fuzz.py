@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 from lut_server.app import create_app  # noqa: E402
 from lut_server.config import ServerConfig  # noqa: E402
-from tests.lut_server.server_tables import make_table  # noqa: E402
+from tests.table_factory import make_table  # noqa: E402
 
 TOKEN = "fuzz-write-token"
 EXAMPLES_PER_OPERATION_AND_MODE = 60

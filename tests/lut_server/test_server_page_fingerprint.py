@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lut_server.latency_table import LatencyTable
 from lut_server.status_page import render_page
-from tests.lut_server.server_tables import make_table
+from tests.table_factory import make_table
 
 
 def _page(extra: dict) -> str:
