@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from profiler.backends import BackendUnavailable, backend_names, create_backend
+from profiler.backends import BackendUnavailable, create_backend
 from profiler.backends.tensorrt_backend import TensorRtBackend, build_plan
 from profiler.backends.tensorrt_support import check_target, newest_release_for, parse_version
 
@@ -103,8 +103,29 @@ def test_supported_targets_pass_and_bf16_needs_ampere() -> None:
     assert newest_release_for((9, 0)) is None and newest_release_for((7, 0)).startswith("10.4")
 
 
-def test_registered() -> None:
-    assert "tensorrt" in backend_names()
+@pytest.mark.parametrize(
+    ("precision", "trt_version", "asked", "typing", "network_flags", "set_flags"),
+    [
+        ("fp32", "8.6.1", "auto", "flags", ("EXPLICIT_BATCH",), ()),
+        ("fp16", "9.3.0", "auto", "strong", ("EXPLICIT_BATCH", "STRONGLY_TYPED"), ()),
+        ("bf16", "10.13.3", "auto", "strong", ("STRONGLY_TYPED",), ()),
+        ("bf16", "10.4.0", "flags", "flags", (), ("BF16",)),
+        ("fp32", "10.13.3", "flags", "flags", (), ()),
+        ("fp32", "11.4.0", "auto", "strong", (), ()),
+    ],
+)
+def test_plan_for_each_precision_and_release(precision, trt_version, asked, typing, network_flags, set_flags) -> None:
+    plan = build_plan(precision, trt_version=trt_version, typing=asked)
+    assert plan.as_dict() == {
+        "onnx_precision": precision,  # exported in the table's precision, whatever the typing
+        "typing": typing,
+        "network_flags": network_flags,
+        "set_flags": set_flags,
+        "clear_flags": ("TF32",),
+        "workspace_bytes": 4 * 2**30,
+        "optimization_level": 3,
+        "prune_2_4": False,
+    }
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the refusal on a machine without a GPU")
