@@ -49,7 +49,6 @@ MODEL_PARTS: dict[str, tuple[str, ...]] = {
     "head": ("emb",),  # final norm and classifier
 }
 PART_AXES: dict[str, tuple[str, ...]] = {**BLOCK_PARTS, **MODEL_PARTS}
-STAT_KEYS: tuple[str, ...] = ("median_ms", "p10_ms", "p90_ms", "samples")
 
 MAX_AXIS_POINTS = 256
 MAX_TABLE_CELLS = 2_000_000
