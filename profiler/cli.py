@@ -125,7 +125,8 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
             {
                 "table": str(args.out),
                 "from": s["derived_from"]["table_id"],
-                "runs": s["units_done"],
+                "runs": len(s["records"]),
+                "blocks": s["units_done"],
                 "measurements": s["measurements"],
                 "wall_s": s["wall_s"],
                 "drift_pct": s["reference"]["drift_pct"],
@@ -172,7 +173,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             {
                 "table": str(args.out),
                 "complete": doc["complete"],
-                "runs": s["units_done"],
+                "blocks": s["units_done"],
                 "measurements": s["measurements"],
                 "wall_s": s["wall_s"],
                 "flagged": len(s["flagged"]),

@@ -360,7 +360,7 @@ class Sweep:
         sweep = self.doc["sweep"]
         elapsed_before = float(sweep.get("wall_s", 0.0))
         clock_start = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=f"profile {self.out.name}", unit="run", disable=not progress,
+        bar = tqdm(total=len(todo), desc=f"profile {self.out.name}", unit="block", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)  # fmt: skip
         try:
             if todo and not sweep["reference"]["series"]:

@@ -216,8 +216,8 @@ def transfer_table(
         {
             "layout": TRANSFER_LAYOUT,
             "measurements": len(timed_runs),
-            "units_done": len(records),
-            "units_planned": len(runs),
+            "units_done": sum(len(r["dims"]) for r in records),  # blocks timed, as a sweep counts them
+            "units_planned": 2 * len(runs),
             "wall_s": round(time.perf_counter() - started, 2),
             "reference": {
                 "dims": reference.as_dict(),

@@ -149,7 +149,10 @@ def test_profile_from_builds_a_table_here_from_a_few_runs(tiny_table, tmp_path):
     assert moved["workload"] == source["workload"] and moved["grid"] == source["grid"]
     origin = moved["sweep"]["derived_from"]
     assert origin["table_id"] == "tiny" and origin["content_hash"] == content_hash(source) and origin["budget"] == 3
-    assert moved["sweep"]["units_done"] == 3 and all(len(r["dims"]) == 2 for r in moved["sweep"]["records"])
+    assert len(moved["sweep"]["records"]) == 3 and all(len(r["dims"]) == 2 for r in moved["sweep"]["records"])
+    assert moved["sweep"]["units_done"] == moved["sweep"]["units_planned"] == 6  # blocks, as a sweep counts them
+    printed = json.loads(done.stdout)
+    assert (printed["runs"], printed["blocks"]) == (3, 6)
     assert moved["device"]["match"] == source["device"]["match"]
     LatencyTable(moved, "moved").block_latency(np.array([[48.0, 2, 12, 12, 48]]))  # it serves
     again = run_profiler("profile", "--from", tiny_table, "--budget", "3", "--out", out)
