@@ -35,7 +35,8 @@ def multilinear_parts(
 
 
 VALIDATION: dict = {"median_ape_pct": 1.5, "p95_ape_pct": 4.0, "max_ape_pct": 7.0, "retest_noise_pct": 1.1}
-"""The validation section of every table built here, as `profiler profile` records it."""
+"""The headline figures of the validation section every table built here carries, as `profiler validate` writes
+them (the server's summary and page show them)."""
 
 
 def make_table(
@@ -93,16 +94,14 @@ FINGERPRINT: dict = {
 SOFTWARE: dict = {"match": {"torch": "2.13.0+cpu", "onednn": "3.9"}, "recorded": {"python": "3.11", "numpy": "2.4"}}
 
 
-def make_table_v2(
-    grid: Mapping[str, list[int]] | None = None, device: dict | None = None, software: dict | None = None
-) -> dict:
+def make_table_v2(grid: Mapping[str, list[int]] | None = None, device: dict | None = None) -> dict:
     """A complete version 2 table with a device fingerprint, built by the table format's own builder."""
     v1 = make_table(grid)
     return new_table_document(
         workload=v1["workload"],
         model=None,
         device=device or FINGERPRINT,
-        software=software or SOFTWARE,
+        software=SOFTWARE,
         protocol={"passes": 2, "min_repeats": 15},
         grid=v1["grid"],
         parts=v1["parts"],
