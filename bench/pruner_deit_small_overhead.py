@@ -23,7 +23,7 @@ from lut_server.latency_table import LatencyTable
 from profiler.vit import VisionTransformer, VitConfig, deit_dims
 from pruner import Pruner
 from pruner.objectives import nvit_objective
-from tests.table.table_factory import make_table
+from tests.table_factory import make_table
 
 DEIT_SMALL_GRID = {"emb": [192, 384], "heads": [1, 6], "qk": [32, 64], "v": [32, 64], "mlp": [384, 1536]}
 

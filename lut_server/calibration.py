@@ -157,6 +157,7 @@ def fit_calibration(rows: Sequence[CalibrationRow]) -> dict[str, Any]:
         "before": ape_stats(raw, measured),
         "after": ape_stats(scores[best][1], measured),
         "cross_validation": {form: round(100.0 * float(np.sqrt(score)), 3) for form, (score, _) in scores.items()},
+        "cross_validation_bound": round(100.0 * float(np.sqrt(bound)), 3),
     }
 
 

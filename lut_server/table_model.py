@@ -56,7 +56,6 @@ MODEL_PARTS: dict[str, tuple[str, ...]] = {
     "head": ("emb",),  # final norm and classifier
 }
 PART_AXES: dict[str, tuple[str, ...]] = {**BLOCK_PARTS, **MODEL_PARTS}
-STAT_KEYS: tuple[str, ...] = ("median_ms", "p10_ms", "p90_ms", "samples")
 
 MAX_AXIS_POINTS = 256
 MAX_TABLE_CELLS = 2_000_000
@@ -246,6 +245,9 @@ class Calibration(_Sparse):
     after: ErrorFigures = Field(description="cross-validated on held-out models")
     cross_validation: dict[str, Percent] = Field(
         default_factory=dict, description="leave-one-out RMS relative error of every form, in percent"
+    )
+    cross_validation_bound: Percent | None = Field(
+        default=None, description="the lowest error plus one standard error: the simplest form within it is kept"
     )
 
     @field_validator("factors")

@@ -130,7 +130,8 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
             {
                 "table": str(args.out),
                 "from": s["derived_from"]["table_id"],
-                "runs": s["units_done"],
+                "runs": len(s["records"]),
+                "blocks": s["units_done"],
                 "models": s["derived_from"]["models"],
                 "measurements": s["measurements"],
                 "wall_s": s["wall_s"],
@@ -182,7 +183,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             {
                 "table": str(args.out),
                 "complete": doc["complete"],
-                "runs": s["units_done"],
+                "blocks": s["units_done"],
                 "measurements": s["measurements"],
                 "wall_s": s["wall_s"],
                 "flagged": len(s["flagged"]),

@@ -34,15 +34,6 @@ class GridSpec:
             if missing:
                 raise TableFormatError(f"part {part} needs grid axes {missing}")
 
-    def cell_count(self) -> int:
-        count = 0
-        for part in self.parts:
-            n = 1
-            for axis in PART_AXES[part]:
-                n *= len(self.grid[axis])
-            count += n
-        return count
-
     def as_dict(self) -> dict[str, Any]:
         return {"grid": self.grid, "parts": list(self.parts)}
 

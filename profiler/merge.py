@@ -144,8 +144,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         "table": str(args.out),
         "complete": merged["complete"],
         "shards": len(args.shards),
-        "units": s["units_done"],
-        "units_planned": s["units_planned"],
+        "blocks": s["units_done"],
+        "blocks_planned": s["units_planned"],
         "measurements": s["measurements"],
     }
     print(json.dumps(summary))

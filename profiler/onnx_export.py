@@ -4,9 +4,9 @@ The deployment runtimes (ONNX Runtime, TensorRT) time the graph a user would shi
 no dynamic axes, the batch and token count of the workload baked in.
 
 Exporter choice (torch 2.13): `torch.onnx.export` defaults to the dynamo exporter, which needs `onnxscript` and
-took 0.7–3.7 s per part on this machine against 0.16–0.5 s for the TorchScript exporter, with identical graphs
-for our blocks (LayerNorm, MatMul, Softmax, GELU). A sweep exports one graph per grid cell, so the TorchScript
-exporter is the default; `exporter="dynamo"` is there for when the TorchScript one is removed from torch.
+takes 0.7–3.7 s per part on a 2-core CPU against 0.16–0.5 s for the TorchScript exporter, which gives identical
+graphs for these blocks (LayerNorm, MatMul, Softmax, GELU). A sweep exports one graph per grid cell, so the
+TorchScript exporter is the default; `exporter="dynamo"` is there for when the TorchScript one is removed from torch.
 
 The TorchScript exporter traces by running the module once, on the device and in the dtype it is given: the GPU
 backends export modules that are already on the GPU in the table's precision (an fp16 block at batch 256 runs at

@@ -5,10 +5,10 @@ block's stages inside the running pipeline, so each block fills a cell of `attn_
 `attn_v` (emb, heads, v) — the qk and v grids are the same list, measured with qk = v — a sample of `mlp` (emb, mlp)
 and samples of `stem`/`head` (emb). The mlp width of each grid run (combo) cycles through the mlp grid, so each mlp
 cell is the median of several runs with different attention around it. Parts timed in isolation keep their weights
-hot in cache and came out 9% faster than the same block (tables/README.md); timed inside the block they add up to
-it. Two blocks per pipeline, each a different combo in shuffled pairs, put every block next to another one, as in a
-model: with one block per pipeline, whole 4-block models on the demo workload measured a median 4-5% slower than
-the table predicted (whether pairs remove that is not settled: README, demo results). Pairs also halve the runs.
+hot in cache and come out faster than the same block timed whole (a median 9% on a CPU, docs/measurement.md);
+timed inside the running block they add up to it. Two blocks per pipeline, each a different combo in shuffled
+pairs, time every block next to another one, as in a model: with one block per pipeline, whole 4-block models on
+the demo workload run a median 4-5% slower than such a table predicts. Pairs also halve the number of runs.
 
 Every combo is measured in `passes` shuffled passes (so a burst of load on a shared machine hits one pass, not a
 neighbourhood of the grid, and each pass pairs it with another partner); a combo whose passes disagree by more
@@ -421,7 +421,7 @@ class Sweep:
         sweep = self.doc["sweep"]
         elapsed_before = float(sweep.get("wall_s", 0.0))
         clock_start = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=f"profile {self.out.name}", unit="run", disable=not progress,
+        bar = tqdm(total=len(todo), desc=f"profile {self.out.name}", unit="block", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)  # fmt: skip
         try:
             if todo and not sweep["reference"]["series"]:

@@ -36,9 +36,10 @@ DEMO_GRID = GridSpec(
     DEFAULT_PARTS,
 )
 """EMB on every pruning step (16): it scales every operation, and latency along it bends where activations stop
-fitting in cache, so interpolating across 32-wide EMB cells misjudged EMB groups by up to 2x in a first run."""
+fitting in cache, so interpolating across 32-wide EMB cells can misjudge an EMB group by up to 2x."""
 DEMO_PROTOCOL = Protocol(warmup_s=0.2, min_repeats=15, min_duration_s=0.5, max_rel_iqr=0.06, remeasure=2)
-"""Longer than the default: timings on this shared 2-core VM wander by 10-20% between repeats."""
+"""Longer than the default: on a small shared machine (2 cores, other work beside) timings wander by 10-20%
+between repeats, and more repeats over a longer window keep a cell's median within the table's noise."""
 DEMO_BATCH = 64
 """Inference batch of the demo's latency: large enough that latency is compute-bound and scales with the widths
 (at batch 1 this small model is dominated by per-operator overhead and barely gets faster when pruned)."""
@@ -48,7 +49,8 @@ DEMO_BACKEND = "torch-cpu"
 DEMO_THREADS = 1
 DEMO_OPTIONS = {"allocator": default_allocator()}
 """Fixed malloc thresholds (profiler/backends/glibc_malloc.py): with glibc's defaults, whether a batch-64 MLP
-re-faulted its activations on every call changed from run to run, which moved cells by up to 2x."""
+re-faults its activations on every call depends on what the process allocated before, which moves cells by up to
+2x."""
 
 
 def demo_backend() -> Backend:

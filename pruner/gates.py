@@ -20,8 +20,6 @@ from torch import Tensor
 from lut_server.dims import WIDTH_AXES, BlockWidths, ModelDims
 from profiler.vit import Block, VisionTransformer
 
-UNIT_AXES: tuple[str, ...] = ("emb", *WIDTH_AXES)
-
 
 @dataclass
 class BlockGates:

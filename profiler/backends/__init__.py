@@ -15,11 +15,6 @@ _BACKENDS: dict[str, str] = {
 }
 
 
-def register_backend(name: str, target: str) -> None:
-    """Add a backend as 'module:Class' (how onnxruntime/tensorrt plug in)."""
-    _BACKENDS[name] = target
-
-
 def backend_names() -> list[str]:
     return sorted(_BACKENDS)
 
@@ -39,4 +34,4 @@ def create_backend(name: str, precision: str, threads: int | None = None, **opti
     return backend
 
 
-__all__ = ["Backend", "BackendUnavailable", "backend_names", "create_backend", "register_backend"]
+__all__ = ["Backend", "BackendUnavailable", "backend_names", "create_backend"]

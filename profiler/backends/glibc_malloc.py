@@ -3,7 +3,7 @@
 glibc serves large blocks with mmap below a threshold that it raises as blocks are freed, and returns the top of the
 heap to the kernel once more than a trim threshold is free there. Which of those a run lands on depends on what the
 process allocated before, so the same block can take a page fault on every 4 KiB of its activations on every call
-or none at all: at batch 64 we measured about 1,000 minor faults per call and up to 2x the stage time, switching
+or none at all: at batch 64 a block takes about 1,000 minor faults per call and up to 2x the stage time, switching
 from one measurement to the next and between a pipeline and the whole model. Fixing both thresholds (the largest
 mmap threshold glibc accepts, and a trim threshold it never reaches) keeps every activation below 32 MiB on the heap
 and the heap mapped, which is the steady state a long-running CPU inference server reaches with jemalloc or

@@ -78,12 +78,3 @@ def recorded_options(specs: Sequence[OptionSpec], resolved: Mapping[str, Any]) -
     """The options a table records (all resolved ones except local settings such as a cache directory)."""
     local = {spec.name for spec in specs if not spec.recorded}
     return {k: v for k, v in resolved.items() if k not in local}
-
-
-def describe_options(specs: Sequence[OptionSpec]) -> list[str]:
-    """One line per option for help texts and `doctor`."""
-    lines = []
-    for spec in specs:
-        values = "|".join(map(str, spec.allowed)) if spec.allowed else spec.kind.__name__
-        lines.append(f"{spec.name}={values} (default {spec.default}): {spec.help}")
-    return lines

@@ -165,7 +165,6 @@ class TensorRtBackend(Backend):
         self.runtime = self.trt.Runtime(self.logger)
         self.stream = torch.cuda.Stream(self.device)
         self.engines_built = 0
-        self.engines_reused = 0
 
     @property
     def stage_timing(self) -> str:
@@ -189,7 +188,6 @@ class TensorRtBackend(Backend):
         key = cache_key(graph_signature(graph.model), build, self.versions())
         cached = self.cache.get(key)
         if cached is not None:
-            self.engines_reused += 1
             return cached, graph
         engine = self._build(graph.model)
         self.cache.put(key, engine)

@@ -27,4 +27,9 @@ def test_a_usable_backend_gets_parts_block_and_model_figures() -> None:
     assert list(timing["parts_ms"]) == ["attn_qk", "attn_v", "mlp"]
     assert timing["parts_sum_ms"] > 0 and timing["block_ms"] > 0 and timing["model_ms"] > 0
     assert abs(timing["parts_vs_block_pct"]) < 50 and abs(timing["blocks_vs_model_pct"]) < 50
-    assert timing["timer_noise_pct"] >= 0
+    # the percentages are the printed figures' own ratios (to the rounding of the figures)
+    parts_vs_block = 100 * (timing["parts_sum_ms"] / timing["block_ms"] - 1)
+    blocks_vs_model = 100 * (timing["blocks_sum_ms"] / timing["model_ms"] - 1)
+    assert timing["parts_vs_block_pct"] == pytest.approx(parts_vs_block, abs=0.1)
+    assert timing["blocks_vs_model_pct"] == pytest.approx(blocks_vs_model, abs=0.1)
+    assert timing["timer_noise_pct"] < 50  # the same block timed twice

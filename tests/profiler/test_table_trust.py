@@ -116,7 +116,12 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
     assert calibrated.returncode == 0, calibrated.stderr
     doc = read_table(table)
     assert doc["calibration"]["fitted"]["models"] == 8
-    assert doc["calibration"]["form"] in ("none", "scale", "parts", "parts+constants")
+    scores = doc["calibration"]["cross_validation"]  # leave-one-out error of every form, in %
+    assert set(scores) == {"none", "scale", "parts", "parts+constants"}
+    bound = doc["calibration"]["cross_validation_bound"]  # the lowest error plus one standard error
+    assert min(scores.values()) <= bound
+    simplest_within = next(f for f in ("none", "scale", "parts", "parts+constants") if scores[f] <= bound)
+    assert doc["calibration"]["form"] == simplest_within
     assert LatencyTable(doc, "cal").summary()["calibration"]["after"] == doc["calibration"]["after"]
 
     def slower(doc):
@@ -147,7 +152,10 @@ def test_profile_from_builds_a_table_here_from_a_few_runs(tiny_table, tmp_path):
     assert moved["workload"] == source["workload"] and moved["grid"] == source["grid"]
     origin = moved["sweep"]["derived_from"]
     assert origin["table_id"] == "tiny" and origin["content_hash"] == content_hash(source) and origin["budget"] == 3
-    assert moved["sweep"]["units_done"] == 3 and all(len(r["dims"]) == 2 for r in moved["sweep"]["records"])
+    assert len(moved["sweep"]["records"]) == 3 and all(len(r["dims"]) == 2 for r in moved["sweep"]["records"])
+    assert moved["sweep"]["units_done"] == moved["sweep"]["units_planned"] == 6  # blocks, as a sweep counts them
+    printed = json.loads(done.stdout)
+    assert (printed["runs"], printed["blocks"]) == (3, 6)
     assert moved["device"]["match"] == source["device"]["match"]
     LatencyTable(moved, "moved").block_latency(np.array([[48.0, 2, 12, 12, 48]]))  # it serves
     again = run_profiler("profile", "--from", tiny_table, "--budget", "3", "--out", out)

@@ -1,5 +1,5 @@
-"""The protocol's statistics and re-measure rules, driven by a scripted runner (the backends are tested for real
-in test_profile_cli.py; here the elapsed times must be known to check the arithmetic)."""
+"""The protocol's statistics and re-measure rules, driven by a scripted runner: the elapsed times must be known to
+check the arithmetic (tests/profiler/backends/ time the real backends)."""
 
 import itertools
 

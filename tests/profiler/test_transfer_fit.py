@@ -12,7 +12,7 @@ import pytest
 from lut_server.latency_table import LatencyTable
 from profiler.transfer import MODEL_EVERY, plan_transfer
 from profiler.transfer_fit import apply_ratio, fit_ratio, ratio_features
-from tests.table.table_factory import make_table
+from tests.table_factory import make_table
 
 GRID = {
     "emb": [32, 64, 128, 256, 384, 512, 768],

@@ -8,7 +8,7 @@ import numpy as np
 
 from lut_server.table_format import write_table
 from tests.pruner.small_models import GRID
-from tests.table.table_factory import make_table
+from tests.table_factory import make_table
 
 IMAGE_SIZE = 16
 PATCH_SIZE = 4

@@ -7,7 +7,7 @@ import torch
 from lut_server.dims import BlockWidths, ModelDims
 from lut_server.latency_table import LatencyTable
 from profiler.vit import VisionTransformer, VitConfig
-from tests.table.table_factory import make_table
+from tests.table_factory import make_table
 
 CONFIG = VitConfig(image_size=8, patch_size=4, in_chans=1, num_classes=3, distilled=True)
 GRID = {"emb": [16, 32, 48, 64], "heads": [1, 2, 3, 4], "qk": [8, 16, 24], "v": [8, 16, 24], "mlp": [16, 32, 64, 96]}

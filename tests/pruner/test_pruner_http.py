@@ -11,8 +11,8 @@ from lut_server.table_format import write_table
 from pruner import Pruner
 from pruner.demo_table import DEMO_OPTIONS, demo_backend, table_matches
 from pruner.digits import DEMO_DIMS, DIGITS_CONFIG
+from tests.lut_server.server_process import ServerProcess
 from tests.pruner.small_models import batch, small_model, small_table, small_table_doc
-from tests.server.server_process import ServerProcess
 
 
 def prune_with(latency) -> tuple[Pruner, list]:

@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from lut_server.dims import AXES
+from lut_server.latency_table import LatencyTable
 from pruner import Pruner
-from tests.pruner.small_models import CountingLatency, batch, small_model, small_table
+from tests.pruner.small_models import GRID, CountingLatency, batch, small_model, small_table
+from tests.table_factory import make_table
 
 
 def train_and_accumulate(model, pruner: Pruner, seeds, optimizer=None) -> None:
@@ -134,10 +136,6 @@ def test_eta_trades_importance_for_latency():
 def test_rejects_models_outside_the_table_and_bad_settings():
     with pytest.raises(ValueError, match="target_ratio"):
         Pruner(small_model(), latency=small_table(), target_ratio=0.0)
-    from lut_server.latency_table import LatencyTable
-    from tests.pruner.small_models import GRID
-    from tests.table.table_factory import make_table
-
     narrow = LatencyTable(make_table({**GRID, "mlp": [16, 32]}))
     with pytest.raises(ValueError, match="mlp widths"):
         Pruner(small_model(), latency=narrow)

@@ -7,9 +7,9 @@ import importlib.util
 import pytest
 import torch
 
-from profiler.backends import BackendUnavailable, backend_names, create_backend
+from profiler.backends import BackendUnavailable, create_backend
 from profiler.backends.tensorrt_backend import TensorRtBackend, build_plan
-from profiler.backends.tensorrt_support import check_target, newest_release_for, parse_version
+from profiler.backends.tensorrt_support import check_sparsity, check_target, newest_release_for, parse_version
 
 
 def test_fp16_on_tensorrt_10_is_a_strongly_typed_fp16_graph() -> None:
@@ -103,8 +103,29 @@ def test_supported_targets_pass_and_bf16_needs_ampere() -> None:
     assert newest_release_for((9, 0)) is None and newest_release_for((7, 0)).startswith("10.4")
 
 
-def test_registered() -> None:
-    assert "tensorrt" in backend_names()
+@pytest.mark.parametrize(
+    ("precision", "trt_version", "asked", "typing", "network_flags", "set_flags"),
+    [
+        ("fp32", "8.6.1", "auto", "flags", ("EXPLICIT_BATCH",), ()),
+        ("fp16", "9.3.0", "auto", "strong", ("EXPLICIT_BATCH", "STRONGLY_TYPED"), ()),
+        ("bf16", "10.13.3", "auto", "strong", ("STRONGLY_TYPED",), ()),
+        ("bf16", "10.4.0", "flags", "flags", (), ("BF16",)),
+        ("fp32", "10.13.3", "flags", "flags", (), ()),
+        ("fp32", "11.4.0", "auto", "strong", (), ()),
+    ],
+)
+def test_plan_for_each_precision_and_release(precision, trt_version, asked, typing, network_flags, set_flags) -> None:
+    plan = build_plan(precision, trt_version=trt_version, typing=asked)
+    assert plan.as_dict() == {
+        "onnx_precision": precision,  # exported in the table's precision, whatever the typing
+        "typing": typing,
+        "network_flags": network_flags,
+        "set_flags": set_flags,
+        "clear_flags": ("TF32",),
+        "workspace_bytes": 4 * 2**30,
+        "optimization_level": 3,
+        "prune_2_4": False,
+    }
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the refusal on a machine without a GPU")
@@ -139,17 +160,16 @@ def test_profile_with_tensorrt_here_fails_in_one_line(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    ("capability", "precision", "tf32", "refused"),
-    [((7, 0), "fp16", False, "8.0"), ((7, 5), "fp16", False, "8.0"), ((8, 0), "fp32", False, "strict fp32"),
-     ((8, 6), "fp16", False, None), ((9, 0), "fp32", True, None)],
+    ("capability", "precision", "tf32", "error", "refused"),
+    [((7, 0), "fp16", False, BackendUnavailable, "8.0"), ((7, 5), "fp16", False, BackendUnavailable, "8.0"),
+     ((8, 0), "fp32", False, ValueError, "strict fp32"), ((8, 6), "fp16", False, None, None),
+     ((9, 0), "fp32", True, None, None)],
 )  # fmt: skip
-def test_sparsity_is_refused_where_sparse_kernels_cannot_run(capability, precision, tf32, refused):
-    from profiler.backends.base import BackendUnavailable
-    from profiler.backends.tensorrt_support import check_sparsity
-
+def test_sparsity_is_refused_where_sparse_kernels_cannot_run(capability, precision, tf32, error, refused):
+    # a GPU without sparse kernels cannot run the backend; strict fp32 is a setting the user can change
     check_sparsity("none", capability, precision, tf32)  # dense is always fine
-    if refused is None:
+    if error is None:
         check_sparsity("2:4", capability, precision, tf32)
     else:
-        with pytest.raises((BackendUnavailable, ValueError), match=refused):
+        with pytest.raises(error, match=refused):
             check_sparsity("2:4", capability, precision, tf32)

@@ -10,7 +10,7 @@ import pytest
 from lut_server.calibration import CalibrationRow, Correction, fit_calibration, fit_form
 from lut_server.dims import BlockWidths, ModelDims
 from lut_server.latency_table import LatencyTable
-from tests.table.table_factory import SMALL_GRID, make_table
+from tests.table_factory import SMALL_GRID, make_table
 
 TRUE_FACTORS = {"attn_qk": 1.25, "attn_v": 0.9, "mlp": 1.1, "stem": 1.0, "head": 1.0}
 TRUE_MODEL_MS = 0.8

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from server_tables import make_table
-
 from lut_server.latency_table import LatencyTable
 from lut_server.status_page import render_page
+from tests.table_factory import make_table
 
 
 def _page(extra: dict) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from server_tables import make_table
 
 from lut_server.dims import AXES
 from lut_server.latency_table import SMALL_QUERY_POINTS, LatencyTable
+from tests.table_factory import make_table
 
 GRID = {"emb": [32, 96, 100, 768], "heads": [1, 3, 12], "qk": [8, 64], "v": [8, 16, 64], "mlp": [16, 700, 3072]}
 

@@ -23,10 +23,10 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
-from server_tables import make_table  # noqa: E402
 
 from lut_server.app import create_app  # noqa: E402
 from lut_server.config import ServerConfig  # noqa: E402
+from tests.table_factory import make_table  # noqa: E402
 
 TOKEN = "fuzz-write-token"
 EXAMPLES_PER_OPERATION_AND_MODE = 60

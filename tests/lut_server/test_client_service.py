@@ -12,30 +12,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_process import ServerProcess, free_port
-from server_tables import SMALL_GRID, make_table
 
 from lut_server.client import LatencyClient, LatencyQueryError, LatencyServiceError
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable, QueryError
+from tests.lut_server.server_process import ServerProcess, free_port
+from tests.table_factory import SMALL_GRID, make_table
 
 TOKEN = "client-test-token"
 BLOCKS = [BlockDims(64 + 8 * i, 1 + i % 4, 8 + 2 * i, 32 - 2 * i, 64 + 37 * i) for i in range(12)]
 
 
-@pytest.fixture
-def tables(tmp_path: Path) -> Path:
-    directory = tmp_path / "tables"
-    directory.mkdir()
-    (directory / "small.json").write_text(json.dumps(make_table()))
-    return directory
-
-
 @pytest.mark.slow
-def test_client_answers_like_the_local_table(tables: Path) -> None:
+def test_client_answers_like_the_local_table(tables_dir: Path) -> None:
     local = LatencyTable(make_table(), "small")
     model = ModelDims.from_blocks([BlockDims(128, b.heads, b.qk, b.v, b.mlp) for b in BLOCKS])
-    with ServerProcess(tables, env={"LUT_SERVER_TOKEN": TOKEN}) as server, LatencyClient(server.url, "small") as client:
+    with (
+        ServerProcess(tables_dir, env={"LUT_SERVER_TOKEN": TOKEN}) as server,
+        LatencyClient(server.url, "small") as client,
+    ):
         np.testing.assert_allclose(client.block_latency(BLOCKS), local.block_latency(BLOCKS), rtol=1e-12)
         rows = np.array([[b.emb, b.heads, b.qk, b.v, b.mlp] for b in BLOCKS])
         np.testing.assert_allclose(client.block_latency(rows), local.block_latency(rows), rtol=1e-12)
@@ -58,7 +53,7 @@ def test_client_answers_like_the_local_table(tables: Path) -> None:
             client.block_latency([BlockDims(4096, 1, 8, 8, 64)])
         assert isinstance(error.value, QueryError)
         assert error.value.status == 422 and error.value.field == "blocks[0].emb"
-        assert "[64, 192]" in str(error.value) and server.url in str(error.value)
+        assert "[64, 256]" in str(error.value) and server.url in str(error.value)
         assert client.request_count == count + 1  # a 4xx is not retried
 
         with pytest.raises(LatencyServiceError, match="HTTP 404"):
@@ -70,13 +65,13 @@ def test_client_answers_like_the_local_table(tables: Path) -> None:
         assert writer.upload(make_table(scale=2.0))["id"] == "other"
         np.testing.assert_allclose(writer.block_latency(BLOCKS), 2 * local.block_latency(BLOCKS), rtol=1e-12)
         writer.delete()
-        assert not (tables / "other.json").exists()
+        assert not (tables_dir / "other.json").exists()
 
 
 @pytest.mark.slow
-def test_client_survives_a_server_restart_and_fails_clearly_when_it_stays_down(tables: Path) -> None:
+def test_client_survives_a_server_restart_and_fails_clearly_when_it_stays_down(tables_dir: Path) -> None:
     expected = LatencyTable(make_table()).block_latency(BLOCKS)
-    server = ServerProcess(tables, port=free_port()).start()
+    server = ServerProcess(tables_dir, port=free_port()).start()
     client = LatencyClient(server.url, "small", retries=10, backoff_s=0.1, max_backoff_s=1.0)
     try:
         np.testing.assert_allclose(client.block_latency(BLOCKS), expected)
@@ -100,11 +95,11 @@ def test_client_survives_a_server_restart_and_fails_clearly_when_it_stays_down(t
 
 
 @pytest.mark.slow
-def test_profiler_upload_command(tables: Path, tmp_path: Path) -> None:
+def test_profiler_upload_command(tables_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "made-here.json"
     source.write_text(json.dumps(make_table(scale=3.0)))
     command = [sys.executable, "-m", "profiler", "upload", str(source)]
-    with ServerProcess(tables, env={"LUT_SERVER_TOKEN": TOKEN}) as server:
+    with ServerProcess(tables_dir, env={"LUT_SERVER_TOKEN": TOKEN}) as server:
         env = {k: v for k, v in os.environ.items() if k != "LUT_SERVER_TOKEN"}
         no_token = subprocess.run([*command, "--server", server.url], env=env, capture_output=True, text=True)
         assert no_token.returncode == 2 and "LUT_SERVER_TOKEN" in no_token.stderr
@@ -115,4 +110,4 @@ def test_profiler_upload_command(tables: Path, tmp_path: Path) -> None:
         ok = subprocess.run([*command, "--server", server.url, "--id", "uploaded"], env=env, capture_output=True)
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["uploaded"] == "uploaded"
-        assert LatencyTable.load(tables / "uploaded.json").data == LatencyTable(make_table(scale=3.0)).data
+        assert LatencyTable.load(tables_dir / "uploaded.json").data == LatencyTable(make_table(scale=3.0)).data

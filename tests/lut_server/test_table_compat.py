@@ -6,7 +6,7 @@ import copy
 
 from lut_server.table_compat import compatibility_key, compatibility_mismatches
 from lut_server.table_format import validate_table
-from tests.table.table_factory import make_table, make_table_v2
+from tests.table_factory import make_table, make_table_v2
 
 
 def test_identical_tables_and_recorded_only_differences_are_compatible():

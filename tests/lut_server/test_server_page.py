@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
 import subprocess
@@ -12,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from server_process import ServerProcess
-from server_tables import make_table
 
 from lut_server.app import create_app
 from lut_server.config import ServerConfig
 from lut_server.status_page import AXIS_COLOURS
+from tests.lut_server.server_process import ServerProcess
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -43,22 +41,14 @@ def _rgb(colour: str) -> tuple[int, int, int]:
     return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
 
 
-def _tables(tmp_path: Path) -> Path:
-    tables = tmp_path / "tables"
-    tables.mkdir()
-    (tables / "small.json").write_text(json.dumps(make_table()))
-    return tables
-
-
 @pytest.mark.slow
-def test_page_shows_latency_curves_in_headless_chromium(tmp_path: Path) -> None:
+def test_page_shows_latency_curves_in_headless_chromium(tables_dir: Path, tmp_path: Path) -> None:
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("chromium not found (run scripts/install-browser.sh, or set CHROMIUM=/path/to/chromium)")
     image_module = pytest.importorskip("PIL.Image")
-    tables = _tables(tmp_path)
     shot = tmp_path / "page.png"
-    with ServerProcess(tables) as server:
+    with ServerProcess(tables_dir) as server:
         command = [
             chromium,
             *CHROMIUM_FLAGS,
@@ -91,8 +81,8 @@ def test_page_shows_latency_curves_in_headless_chromium(tmp_path: Path) -> None:
     assert width >= 1700 and height >= 1000
 
 
-def test_held_values_change_the_curves_and_are_clamped(tmp_path: Path) -> None:
-    client = TestClient(create_app(ServerConfig(_tables(tmp_path))))
+def test_held_values_change_the_curves_and_are_clamped(tables_dir: Path) -> None:
+    client = TestClient(create_app(ServerConfig(tables_dir)))
     default = client.get("/").text
     assert "test-cpu" in default and "torch-cpu" in default and "median APE 1.5%" in default
     assert default.count("<svg") == 5 and default.count("<polyline") == 5

@@ -8,28 +8,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from server_tables import make_table
 
 from lut_server.app import create_app
 from lut_server.config import ServerConfig
-from lut_server.table_format import new_table_document
+from tests.table_factory import FINGERPRINT, make_table, make_table_v2
 
 TOKEN = "write-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-FINGERPRINT = {
-    "name": "AMD EPYC",
-    "kind": "cpu",
-    "match": {"cpu": {"vendor": "AuthenticAMD", "family": 26, "isa": {"avx512f": True}}, "threads": 1},
-    "recorded": {"os": "Linux"},
-}
-
-
-def make_table_v2() -> dict:
-    v1 = make_table()
-    return new_table_document(
-        workload=v1["workload"], model=None, device=FINGERPRINT, software={"match": {"torch": "2.13.0"}},
-        protocol=v1["protocol"], grid=v1["grid"], parts=v1["parts"], sweep=None, complete=True,
-    )  # fmt: skip
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from lut_server.config import ServerConfig
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import TableFormatError, validate_table
-from tests.table.table_factory import SMALL_GRID, make_table, multilinear_parts
+from tests.table_factory import SMALL_GRID, make_table, multilinear_parts
 
 SPLIT = multilinear_parts(SMALL_GRID)
 

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from lut_server.table_format import (
@@ -9,11 +10,12 @@ from lut_server.table_format import (
     has_fingerprint,
     new_table_document,
     parse_table,
+    part_median,
     read_table,
     validate_table,
     write_table,
 )
-from tests.table.table_factory import FINGERPRINT, SOFTWARE, calibration, make_table, make_table_v2
+from tests.table_factory import FINGERPRINT, SOFTWARE, calibration, make_table, make_table_v2
 
 
 def test_version_2_table_round_trips_through_an_atomic_write(tmp_path):
@@ -122,7 +124,12 @@ def test_incomplete_tables_may_hold_missing_cells():
     doc = make_table()
     doc["complete"] = False
     doc["parts"]["mlp"]["median_ms"][0][0] = None
-    validate_table(doc)
+    kept = validate_table(doc)
+    assert kept["parts"]["mlp"]["median_ms"][0][0] is None  # still to measure, not filled in
+    assert np.isnan(part_median(kept, "mlp")[0, 0]) and np.isfinite(part_median(kept, "mlp")[1:]).all()
+    doc["complete"] = True
+    with pytest.raises(TableFormatError, match=r"parts\.mlp\.median_ms"):
+        validate_table(doc)
 
 
 def test_nan_literals_in_json_are_refused():

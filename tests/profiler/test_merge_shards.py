@@ -32,7 +32,7 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _runs(doc: dict) -> dict[tuple, dict]:
-    """The raw pipeline runs of a table, keyed by (pass, combo)."""
+    """The block records of a table (one per block timed in a pass), keyed by (pass, combo)."""
     return {(r["pass"], *r["combo"]): r for r in doc["sweep"]["records"]}
 
 
@@ -44,7 +44,7 @@ def test_three_shards_merge_to_the_unsharded_point_set(sweeps: dict[str, Path], 
     assert main(["merge", *map(str, shards), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     merged, full = read_table(out), read_table(sweeps["full"])
-    assert summary == {**summary, "complete": True, "shards": 3, "units": 8, "units_planned": 8}
+    assert summary == {**summary, "complete": True, "shards": 3, "blocks": 8, "blocks_planned": 8}
     assert merged["complete"] and merged["sweep"]["shard"] is None and merged["validation"] is None
     assert merged["grid"] == full["grid"] and set(merged["parts"]) == set(full["parts"])
     # the same runs as the unsharded sweep, each one the shard's own measurement, and the shards are disjoint

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from server_process import ServerProcess
-from server_tables import make_table
 
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable
+from tests.lut_server.server_process import ServerProcess
+from tests.table_factory import make_table
 
 TOKEN = "concurrency-token"
 READERS = 50

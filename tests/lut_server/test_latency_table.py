@@ -4,7 +4,7 @@ from scipy.interpolate import RegularGridInterpolator
 
 from lut_server.dims import AXES, BlockDims, BlockWidths, ModelDims
 from lut_server.latency_table import LatencyTable, QueryError, monotone_fit
-from tests.table.table_factory import SMALL_GRID, make_table, multilinear_parts
+from tests.table_factory import SMALL_GRID, make_table, multilinear_parts
 
 FUNCS = multilinear_parts(SMALL_GRID)
 

@@ -77,7 +77,7 @@ def test_tiny_sweep_then_validate_with_onnxruntime(tmp_path: Path, capsys: pytes
     argv = ["profile", "--backend", "onnxruntime", "--grid", "tiny", "--quick", "--batch", "1", "--tokens", "17"]
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["complete"] and summary["runs"] == 8
+    assert summary["complete"] and summary["blocks"] == 8
     doc = read_table(out)
     assert doc["workload"]["backend"] == "onnxruntime" and doc["workload"]["options"]["provider"] == "cpu"
     assert set(doc["parts"]) == {"attn_qk", "attn_v", "mlp", "stem", "head"}
