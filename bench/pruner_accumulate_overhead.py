@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pruner.digits import new_demo_model
+from examples.digits.digits import new_demo_model
 from pruner.gates import Gates, gate_gradients
 from pruner.importance import ImportanceAccumulator
 from pruner.masking import apply_weight_masks, install_active_channel_norms, set_active_channels, weight_masks

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
+from examples.digits.demo import measure_latency, original_model, prune
+from examples.digits.demo_table import profile_demo_table
+from examples.digits.digits import DIGITS_CONFIG, accuracy, load_digits_split
+from examples.digits.digits import train as train_model
 from lut_server.latency_table import LatencyTable
-from pruner.demo import measure_latency, original_model, prune
-from pruner.demo_table import profile_demo_table
-from pruner.digits import DIGITS_CONFIG, accuracy, load_digits_split
-from pruner.digits import train as train_model
 from pruner.objectives import nvit_objective
 
 

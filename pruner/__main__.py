@@ -1,5 +1,5 @@
 """`python -m pruner prune|finetune|demo`: prune a model on ImageFolder data (torchrun-ready), finetune a snapshot,
-or run the end-to-end digits demo against a latency server."""
+or run the end-to-end digits demo (examples/digits/, from a checkout) against a latency server."""
 
 from __future__ import annotations
 
@@ -151,7 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "finetune":
         return finetune_main(args)
     from lut_server.client import LatencyServiceError
-    from pruner.demo import run_demo, summary_lines
+
+    try:
+        from examples.digits.demo import run_demo, summary_lines
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("examples"):
+            raise
+        print(
+            "error: the digits demo lives in the repository's examples/digits/; run `python -m pruner demo` (or "
+            "`make demo`) from the root of a checkout",
+            file=sys.stderr,
+        )
+        return 2
 
     try:
         report = run_demo(

@@ -18,15 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lut_server.atomic_file import write_json_atomic
-from lut_server.client import LatencyClient
-from lut_server.dims import BlockDims
-from profiler.machine_level import has_reference, predicted_pair_ms, reference_runner
-from profiler.timing import measure
-from profiler.vit import VisionTransformer
-from profiler.workload import Workload
-from pruner.checkpoint import load_compact, save_compact
-from pruner.demo_table import (
+from examples.digits.demo_table import (
     DEMO_BACKEND,
     DEMO_BATCH,
     DEMO_OPTIONS,
@@ -35,12 +27,29 @@ from pruner.demo_table import (
     demo_backend,
     ensure_demo_table,
 )
-from pruner.digits import DEMO_DIMS, DIGITS_CONFIG, DigitsSplit, accuracy, batches, load_digits_split, new_demo_model
-from pruner.digits import train as train_model
+from examples.digits.digits import (
+    DEMO_DIMS,
+    DIGITS_CONFIG,
+    DigitsSplit,
+    accuracy,
+    batches,
+    load_digits_split,
+    new_demo_model,
+)
+from examples.digits.digits import train as train_model
+from examples.digits.plots import plot_run
+from lut_server.atomic_file import write_json_atomic
+from lut_server.client import LatencyClient
+from lut_server.dims import BlockDims
+from profiler.machine_level import has_reference, predicted_pair_ms, reference_runner
+from profiler.timing import measure
+from profiler.vit import VisionTransformer
+from profiler.workload import Workload
+from pruner.checkpoint import load_compact, save_compact
 from pruner.latency_pruner import LatencySource, Pruner
 from pruner.objectives import nvit_objective
 from pruner.onnx_model import export_model_onnx, onnx_logits
-from pruner.plots import plot_dims, plot_run
+from pruner.plots import plot_dims
 
 TRAIN_EPOCHS = 30
 TRAIN_LR = 3e-3

@@ -1,0 +1,1 @@
+"""Applications built on the vitlut library; each has its own readme."""
