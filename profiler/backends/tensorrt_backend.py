@@ -148,10 +148,7 @@ class TensorRtBackend(Backend):
         OptionSpec("workspace_gib", float, 4.0, "builder workspace limit", bounds=(0.0625, None)),
         OptionSpec("optimization_level", int, 3, "builder optimization level", bounds=(0, 5)),
         OptionSpec("exporter", str, "torchscript", "torch's ONNX exporter", allowed=EXPORTERS),
-        OptionSpec(
-            "opset", int, DEFAULT_OPSET, "ONNX opset of the exported graph (bf16: 22, the first with bf16 Conv)",
-            bounds=(17, None),
-        ),
+        OptionSpec("opset", int, DEFAULT_OPSET, "ONNX opset of the exported graph (bf16: 22)", bounds=(17, None)),
         OptionSpec("engine_cache", str, None, "engine cache directory (default: see engine_cache.py)", recorded=False),
     )
 
