@@ -26,7 +26,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=None, help="deployment batch (default 1)")
     p.add_argument("--tokens", type=int, default=None, help="tokens per image (default 197)")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"], help="default fp32")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu: default 1, recorded)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu, onnxruntime; default 1)")
     p.add_argument("--grid", default=None, help=f"preset ({', '.join(PRESETS)}) or a JSON grid file (default: default)")
     p.add_argument(
         "--from",

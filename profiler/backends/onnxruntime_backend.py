@@ -126,6 +126,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "fp16")
     default_threads = 1
+    takes_threads = True
     option_specs = (
         OptionSpec("provider", str, "cpu", "execution provider", allowed=tuple(PROVIDERS)),
         OptionSpec("exporter", str, "torchscript", "torch's ONNX exporter", allowed=EXPORTERS),
