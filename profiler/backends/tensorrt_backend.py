@@ -28,7 +28,7 @@ from profiler.backends.base import PRECISIONS, Backend, BackendUnavailable
 from profiler.backends.cuda_device import compute_capability, cuda_device
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
-from profiler.backends.tensorrt_io import bind_stage
+from profiler.backends.tensorrt_io import bind_stage, checked_launch, set_addresses
 from profiler.backends.tensorrt_support import TYPINGS, check_sparsity, check_target, parse_version, resolve_typing
 from profiler.backends.tf32_environment import check_tf32_environment
 from profiler.backends.torch_cuda import cuda_versions
@@ -260,23 +260,15 @@ class TensorRtBackend(Backend):
                 if tensor.dtype != dtype_of or tuple(tensor.shape) != shape:
                     raise RuntimeError(f"engine tensor {name} wants {dtype_of} {shape}, the pipeline has "
                                        f"{tensor.dtype} {tuple(tensor.shape)}")  # fmt: skip
-                if not context.set_tensor_address(name, tensor.data_ptr()):
-                    raise RuntimeError(f"TensorRT refused the address of tensor {name}")
+            set_addresses(context.set_tensor_address, {name: tensor.data_ptr() for name, tensor in bound.items()})
             engines.append(engine)
             contexts.append(context)
             buffers.append(bound)  # a later stage replaces a name (x) in `state`; the engine still reads this one
         stream = self.stream
         torch.cuda.synchronize(self.device)  # inputs in place before the first timed launch
-
-        def step_of(context: Any):
-            def step() -> None:
-                if not context.execute_async_v3(stream.cuda_stream):
-                    raise RuntimeError("TensorRT execute_async_v3 failed")
-
-            return step
-
+        steps = [checked_launch(context.execute_async_v3, stream.cuda_stream) for context in contexts]
         # buffers are bound by address: the runner keeps the engines, contexts and every bound buffer alive
-        return CudaEventRunner([step_of(c) for c in contexts], stream, resources=(engines, contexts, buffers))
+        return CudaEventRunner(steps, stream, resources=(engines, contexts, buffers))
 
     def environment(self) -> dict[str, dict[str, Any]]:
         return {
