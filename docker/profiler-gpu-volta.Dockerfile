@@ -31,15 +31,19 @@ COPY lut_server/ lut_server/
 COPY profiler/ profiler/
 COPY pruner/ pruner/
 # One resolve, so pip keeps torch's and TensorRT's CUDA wheels consistent; then a check that fails the build where
-# the Python, torch or TensorRT installed could not serve a V100 (read from package metadata: no GPU at build time).
-RUN python -m pip install "torch>=2.5,<2.8" "tensorrt-cu12>=10,<10.5" "onnxruntime-gpu>=1.18" ".[profiler]" \
-    && python -m pip uninstall -y onnxruntime \
-    && python -m pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.18" \
-    && python -c "import sys; from importlib.metadata import version as v; \
+# the Python, torch, TensorRT or onnxruntime installed could not serve a V100 (read from package metadata: no GPU at
+# build time). onnxruntime-gpu 1.19 to 1.26 are its CUDA 12 builds on PyPI (1.27 and later need CUDA 13, which has
+# no Volta); the `profiler` extra does not bring the CPU onnxruntime, whose module would replace it.
+RUN python -m pip install "torch>=2.5,<2.8" "tensorrt-cu12>=10,<10.5" "onnxruntime-gpu>=1.19,<1.27" ".[profiler]" \
+    && python -c "import sys; from importlib.metadata import distributions, requires, version as v; \
 major_minor = lambda name: tuple(int(p) for p in v(name).split('+')[0].split('.')[:2]); \
+installed = {d.metadata['Name'].lower() for d in distributions()}; \
 assert sys.version_info >= (3, 11), sys.version; \
 assert major_minor('tensorrt-cu12') < (10, 5), v('tensorrt-cu12'); \
-assert major_minor('torch') < (2, 8), v('torch')"
+assert major_minor('torch') < (2, 8), v('torch'); \
+assert 'onnxruntime' not in installed, 'the CPU onnxruntime is installed beside onnxruntime-gpu'; \
+assert (1, 19) <= major_minor('onnxruntime-gpu') < (1, 27), v('onnxruntime-gpu'); \
+assert any('cu12' in r for r in requires('onnxruntime-gpu') or []), requires('onnxruntime-gpu')"
 
 RUN mkdir -p /tables /cache/tensorrt /cache/torch && chmod 1777 /tables /cache /cache/tensorrt /cache/torch
 VOLUME ["/tables", "/cache"]

@@ -11,7 +11,11 @@ FROM ${BASE}
 ARG TENSORRT="tensorrt-cu12>=10"
 
 # The caches live under /cache, so any uid given with `docker run --user` finds them writable.
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# NVIDIA's PyTorch images set TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1, which makes torch use TF32 for every fp32 matmul
+# whatever it is told: torch-cuda refuses a strict-fp32 table under it. 0 gives the choice back to the table's
+# `--tf32` (off by default; recorded).
+ENV TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=0 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -26,11 +30,18 @@ COPY profiler/ profiler/
 COPY pruner/ pruner/
 # Keep the image's own CUDA build of torch: install the project without its torch pin, then the rest by hand.
 # onnxruntime-gpu provides the `onnxruntime` module with the CUDA provider; the CPU-only onnxruntime package is
-# not installed beside it (both write the same module).
+# not installed beside it (both write the same module). 1.19 to 1.26 are its CUDA 12 builds on PyPI (1.27 and later
+# need CUDA 13), as the image's CUDA is; the build fails where another onnxruntime ended up installed.
 RUN pip install --no-deps . \
     && pip install "numpy>=1.26" "scipy>=1.11" "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.6" "httpx>=0.27" \
-        "tqdm>=4.66" "onnx>=1.16" "onnxruntime-gpu>=1.18" \
-    && (python -c "import tensorrt" 2>/dev/null || pip install "${TENSORRT}")
+        "tqdm>=4.66" "onnx>=1.16" "onnxruntime-gpu>=1.19,<1.27" \
+    && (python -c "import tensorrt" 2>/dev/null || pip install "${TENSORRT}") \
+    && python -c "from importlib.metadata import distributions, requires, version as v; \
+major_minor = lambda name: tuple(int(p) for p in v(name).split('+')[0].split('.')[:2]); \
+installed = {d.metadata['Name'].lower() for d in distributions()}; \
+assert 'onnxruntime' not in installed, 'the CPU onnxruntime is installed beside onnxruntime-gpu'; \
+assert (1, 19) <= major_minor('onnxruntime-gpu') < (1, 27), v('onnxruntime-gpu'); \
+assert any('cu12' in r for r in requires('onnxruntime-gpu') or []), requires('onnxruntime-gpu')"
 
 # No fixed user: the image runs as root unless `docker run --user "$(id -u):$(id -g)"` is given (recommended, so
 # tables written to a bind-mounted directory belong to you). /tables and /cache are writable by any uid, so named

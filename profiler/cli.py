@@ -26,7 +26,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=None, help="deployment batch (default 1)")
     p.add_argument("--tokens", type=int, default=None, help="tokens per image (default 197)")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"], help="default fp32")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu: default 1, recorded)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu, onnxruntime; default 1)")
     p.add_argument("--grid", default=None, help=f"preset ({', '.join(PRESETS)}) or a JSON grid file (default: default)")
     p.add_argument(
         "--from",
@@ -51,6 +51,12 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda-graphs", action="store_true", help="torch-cuda: replay each point as a CUDA graph")
     p.add_argument("--sparsity", choices=["none", "2:4"], default=None, help="tensorrt: 2:4 structured weights")
     p.add_argument("--tf32", action="store_true", help="GPU backends: let fp32 use TF32 (off unless given; recorded)")
+    p.add_argument(
+        "--provider",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="onnxruntime: execution provider (default: cuda where an NVIDIA GPU is here, else cpu)",
+    )
     p.add_argument(
         "--allocator",
         choices=list(ALLOCATORS),
@@ -117,7 +123,7 @@ PROFILE_DEFAULTS = {"backend": "torch-cpu", "batch": 1, "tokens": 197, "precisio
 
 
 def cmd_profile_from(args: argparse.Namespace) -> int:
-    given = [f"--{k}" for k in (*PROFILE_DEFAULTS, "threads", "shard") if getattr(args, k) is not None]
+    given = [f"--{k}" for k in (*PROFILE_DEFAULTS, "threads", "shard", "provider") if getattr(args, k) is not None]
     given += ["--resume"] if args.resume else []
     if given:
         raise ValueError(f"--from takes the backend, workload and grid from the source table; drop {', '.join(given)}")
@@ -166,6 +172,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         options["sparsity"] = args.sparsity
     if args.tf32:
         options["tf32"] = True
+    if args.provider:
+        options["provider"] = args.provider
     if args.backend == "torch-cpu":
         options["allocator"] = args.allocator or default_allocator()
     elif args.allocator:

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -24,7 +25,7 @@ from lut_server.dims import BlockDims
 from profiler.backends import Backend, BackendUnavailable, backend_names, create_backend
 from profiler.backends.glibc_malloc import default_allocator
 from profiler.fingerprint import cpu_device
-from profiler.timing import Protocol, measure
+from profiler.timing import Measurement, Protocol, Runner, measure
 from profiler.workload import Workload, build_block, build_pipeline
 
 MID_BLOCK = BlockDims(emb=384, heads=6, qk=64, v=64, mlp=1536)
@@ -38,7 +39,12 @@ MODEL_BLOCKS = (
 """A 4-block model of pruned-looking blocks (one EMB, different widths), as a pruned DeiT-S's would be."""
 PROTOCOL = Protocol(warmup_s=0.1, min_repeats=10, min_duration_s=0.25, max_duration_s=1.5, passes=1)
 DEADLINE_S = 100.0
-"""After this long, backends not yet timed are listed as usable but not timed, so the doctor ends within 2 min."""
+"""The doctor's time budget: measurements are not started after it (a backend not reached is listed as usable but
+not timed; one reached is stopped between measurements), so the doctor ends within two minutes. What can overrun
+it is the one measurement under way, a TensorRT engine build included."""
+STOPPED = "stopped at the time limit"
+TIMING_ORDER = ("torch-cpu", "onnxruntime", "torch-cuda", "tensorrt")
+"""Backends are timed fastest-to-prepare first: TensorRT builds an engine for every runner it prepares."""
 CPU_WORKLOAD = Workload(batch=1, tokens=197)
 GPU_WORKLOAD = Workload(batch=64, tokens=197)
 CHOICES: dict[str, dict[str, Any]] = {
@@ -48,7 +54,8 @@ CHOICES: dict[str, dict[str, Any]] = {
     "tensorrt": {"precision": "fp16", "optimization_level": 2},
 }
 """How doctor creates each backend (torch-cpu with the allocator `profile` uses by default). TensorRT builds at a
-lower optimization level so its nine engines build in time; a table's sweep uses the level it records."""
+lower optimization level so its eight engines (two parts, the block, four blocks alone, the model) build in time;
+a table's sweep uses the level it records."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,51 +103,81 @@ def _pct(value: float, reference: float) -> float:
     return round(100.0 * (value - reference) / reference, 2)
 
 
-def time_backend(backend: Backend) -> dict[str, Any]:
-    """The mid-size block as parts inside the block and as a whole; the 4-block model against its blocks."""
+def time_backend(backend: Backend, deadline: float | None = None) -> dict[str, Any]:
+    """The mid-size block as parts inside the block and as a whole; the 4-block model against its blocks. No
+    measurement (runner preparation included) is started after `deadline` (a perf_counter time): what was not timed
+    is None and `stopped` says so."""
     workload = GPU_WORKLOAD if backend.environment()["device"]["kind"] == "gpu" else CPU_WORKLOAD
     names, stages, inputs = build_pipeline(
         MID_BLOCK, workload, with_model_parts=False, block_stages=backend.block_stages
     )
-    parts = measure(backend.prepare_pipeline(stages, inputs), PROTOCOL)
-    block_run = backend.prepare(*build_block(MID_BLOCK, workload))
-    whole, again = measure(block_run, PROTOCOL), measure(block_run, PROTOCOL)
-    alone = [measure(backend.prepare(*build_block(dims, workload)), PROTOCOL).median_ms for dims in MODEL_BLOCKS]
-    model: nn.Module = nn.Sequential(*(build_block(dims, workload)[0] for dims in MODEL_BLOCKS))
-    stacked = measure(backend.prepare(model, build_block(MODEL_BLOCKS[0], workload)[1]), PROTOCOL)
+    skipped: list[str] = []
+
+    def timed(what: str, runner: Callable[[], Runner]) -> Measurement | None:
+        if skipped or (deadline is not None and time.perf_counter() > deadline):
+            skipped.append(what)
+            return None
+        return measure(runner(), PROTOCOL)
+
+    parts = timed("parts", lambda: backend.prepare_pipeline(stages, inputs))
+    block_runner: list[Runner] = []
+
+    def block() -> Runner:
+        block_runner.append(backend.prepare(*build_block(MID_BLOCK, workload)))
+        return block_runner[0]
+
+    whole = timed("block", block)
+    again = timed("block again", lambda: block_runner[0])
+    alone = [timed(f"model block {i}", lambda d=d: backend.prepare(*build_block(d, workload)))
+             for i, d in enumerate(MODEL_BLOCKS)]  # fmt: skip
+
+    def model() -> Runner:
+        stack: nn.Module = nn.Sequential(*(build_block(dims, workload)[0] for dims in MODEL_BLOCKS))
+        return backend.prepare(stack, build_block(MODEL_BLOCKS[0], workload)[1])
+
+    stacked = timed("model", model)
+    ms = _median_ms
+    blocks_sum = sum(m.median_ms for m in alone if m) if all(alone) else None
     return {
         "workload": {"batch": workload.batch, "tokens": workload.tokens, "precision": backend.precision},
         "stage_timing": backend.stage_timing,
         "block_split": list(backend.block_stages),
         "block": MID_BLOCK.as_dict(),
-        "parts_ms": {n: round(v, 4) for n, v in zip(names, parts.stage_median_ms, strict=True)},
-        "parts_sum_ms": round(parts.median_ms, 4),
-        "block_ms": round(whole.median_ms, 4),
-        "parts_vs_block_pct": _pct(parts.median_ms, whole.median_ms),
+        "parts_ms": {n: round(v, 4) for n, v in zip(names, parts.stage_median_ms, strict=True)} if parts else None,
+        "parts_sum_ms": ms(parts),
+        "block_ms": ms(whole),
+        "parts_vs_block_pct": _pct(parts.median_ms, whole.median_ms) if parts and whole else None,
         "model_blocks": [b.as_dict() for b in MODEL_BLOCKS],
-        "blocks_sum_ms": round(sum(alone), 4),
-        "model_ms": round(stacked.median_ms, 4),
-        "blocks_vs_model_pct": _pct(sum(alone), stacked.median_ms),
-        "timer_noise_pct": abs(_pct(again.median_ms, whole.median_ms)),
-        "block_rel_iqr_pct": round(100.0 * whole.rel_iqr, 2),
+        "blocks_sum_ms": round(blocks_sum, 4) if blocks_sum is not None else None,
+        "model_ms": ms(stacked),
+        "blocks_vs_model_pct": _pct(blocks_sum, stacked.median_ms) if blocks_sum is not None and stacked else None,
+        "timer_noise_pct": abs(_pct(again.median_ms, whole.median_ms)) if again and whole else None,
+        "block_rel_iqr_pct": round(100.0 * whole.rel_iqr, 2) if whole else None,
+        "stopped": f"{STOPPED}: not timed: {', '.join(skipped)}" if skipped else None,
     }
+
+
+def _median_ms(m: Measurement | None) -> float | None:
+    return round(m.median_ms, 4) if m else None
 
 
 def diagnose(deadline_s: float = DEADLINE_S) -> dict[str, Any]:
     started = time.perf_counter()
+    deadline = started + deadline_s
     report: dict[str, Any] = {"fingerprint": fingerprint(), "backends": {}}
-    for name in backend_names():
+    names = backend_names()
+    for name in [n for n in TIMING_ORDER if n in names] + [n for n in names if n not in TIMING_ORDER]:
         backend, reason = _create(name)
         if backend is None:
             report["backends"][name] = {"usable": False, "reason": reason}
             continue
         entry: dict[str, Any] = {"usable": True, "settings": backend.settings()}
-        if time.perf_counter() - started > deadline_s:
+        if time.perf_counter() > deadline:
             entry["timing"] = None
             entry["note"] = f"not timed: the doctor's {deadline_s:.0f} s budget was spent"
         else:
             try:
-                entry["timing"] = time_backend(backend)
+                entry["timing"] = time_backend(backend, deadline)
             except Exception as exc:
                 entry.update(usable=False, timing=None, reason=f"failed while timing: {type(exc).__name__}: {exc}")
         backend.close()
@@ -168,15 +205,21 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"{name}: usable; {entry.get('note', '')}")
             continue
         w = t["workload"]
-        parts = ", ".join(f"{k} {v:.3f}" for k, v in t["parts_ms"].items())
-        lines += [
-            f"{name}: usable ({w['precision']}, batch {w['batch']}, {w['tokens']} tokens, stages {t['stage_timing']})",
-            f"  block {MID_BLOCK.as_dict()}: parts {parts} ms; sum {t['parts_sum_ms']:.3f} ms vs whole block "
-            f"{t['block_ms']:.3f} ms: {t['parts_vs_block_pct']:+.1f}%",
-            f"  4-block model: sum of blocks timed alone {t['blocks_sum_ms']:.3f} ms vs model {t['model_ms']:.3f} ms: "
-            f"{t['blocks_vs_model_pct']:+.1f}%",
-            f"  timer noise: same block twice {t['timer_noise_pct']:.1f}%, IQR/median {t['block_rel_iqr_pct']:.1f}%",
-        ]
+        lines.append(
+            f"{name}: usable ({w['precision']}, batch {w['batch']}, {w['tokens']} tokens, stages {t['stage_timing']})"
+        )
+        if t["parts_ms"] is not None and t["block_ms"] is not None:
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in t["parts_ms"].items())
+            lines.append(f"  block {MID_BLOCK.as_dict()}: parts {parts} ms; sum {t['parts_sum_ms']:.3f} ms vs whole "
+                         f"block {t['block_ms']:.3f} ms: {t['parts_vs_block_pct']:+.1f}%")  # fmt: skip
+        if t["blocks_vs_model_pct"] is not None:
+            lines.append(f"  4-block model: sum of blocks timed alone {t['blocks_sum_ms']:.3f} ms vs model "
+                         f"{t['model_ms']:.3f} ms: {t['blocks_vs_model_pct']:+.1f}%")  # fmt: skip
+        if t["timer_noise_pct"] is not None:
+            lines.append(f"  timer noise: same block twice {t['timer_noise_pct']:.1f}%, IQR/median "
+                         f"{t['block_rel_iqr_pct']:.1f}%")  # fmt: skip
+        if t.get("stopped"):
+            lines.append(f"  {t['stopped']}")
     usable = report["usable"]
     lines += ["", f"usable backends: {', '.join(usable) if usable else 'none'} ({report['wall_s']} s)"]
     return "\n".join(lines)

@@ -183,8 +183,9 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
-def torch_software() -> dict[str, Any]:
-    """torch, the libraries it dispatches CPU kernels to, and the CPU capability ATen chose."""
+def torch_software(matmul_precision: bool = True) -> dict[str, Any]:
+    """torch, the libraries it dispatches CPU kernels to, the CPU capability ATen chose and (`matmul_precision`) the
+    fp32 matmul mode torch-cpu sets."""
     import torch
 
     config = torch.__config__.show()
@@ -195,7 +196,7 @@ def torch_software() -> dict[str, Any]:
         "onednn": onednn.group(1) if onednn else None,
         "mkl": mkl.group(1) if mkl else None,
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        **({"float32_matmul_precision": torch.get_float32_matmul_precision()} if matmul_precision else {}),
     }
 
 

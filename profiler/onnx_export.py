@@ -12,6 +12,12 @@ The TorchScript exporter traces by running the module once, on the device and in
 backends export modules that are already on the GPU in the table's precision (an fp16 block at batch 256 runs at
 a few GFLOP/s on a CPU). The number of outputs is read from the stage's declaration or from a run on the meta
 device, which computes shapes only, so the module is never run twice.
+
+Opset: 17 (LayerNormalization as one op) unless the graph holds bfloat16, which ONNX's `Conv` (the stem's patch
+embedding) accepts only from opset 22 on: a bf16 graph at 17 fails `onnx.checker.check_model(full_check=True)`.
+The TorchScript exporter emits opsets up to 20, so a higher opset is reached by exporting at 20 and converting
+with ONNX's version converter (its adapters from 20 to 22 only widen operator types); the opset written is read
+back from the model and returned with it.
 """
 
 from __future__ import annotations
@@ -22,12 +28,34 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
+import onnx
 import torch
+from onnx import version_converter
 from torch import Tensor, nn
 
 Exporter = Literal["torchscript", "dynamo"]
 EXPORTERS: tuple[str, ...] = ("torchscript", "dynamo")
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from opset 17 on, which both runtimes fuse well
+BF16_MIN_OPSET = 22  # Conv takes bfloat16 from opset 22 on
+TORCHSCRIPT_MAX_OPSET = 20  # the highest opset torch's TorchScript exporter emits (it warns above it)
+
+
+def default_opset(dtype: torch.dtype) -> int:
+    """The opset a graph in `dtype` is exported at: 17, or 22 for bfloat16."""
+    return BF16_MIN_OPSET if dtype == torch.bfloat16 else DEFAULT_OPSET
+
+
+def check_opset(dtype: torch.dtype, opset: int) -> None:
+    """Refuse an opset at which a graph in `dtype` would not be valid ONNX."""
+    if dtype == torch.bfloat16 and opset < BF16_MIN_OPSET:
+        raise ValueError(f"a bfloat16 graph needs ONNX opset {BF16_MIN_OPSET} or later (Conv takes bfloat16 from "
+                         f"{BF16_MIN_OPSET} on), not {opset}")  # fmt: skip
+
+
+def _graph_dtype(module: nn.Module, inputs: tuple[Tensor, ...]) -> torch.dtype:
+    """bfloat16 if any floating weight or input is bfloat16, else float32 (the opset choice only needs that)."""
+    tensors = [*module.parameters(), *module.buffers(), *inputs]
+    return torch.bfloat16 if any(t.dtype == torch.bfloat16 for t in tensors) else torch.float32
 
 
 @dataclass(frozen=True)
@@ -37,6 +65,7 @@ class OnnxGraph:
     model: bytes
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    opset: int
 
     @property
     def sha256(self) -> str:
@@ -60,11 +89,15 @@ def export_onnx(
     module: nn.Module,
     inputs: tuple[Tensor, ...],
     exporter: Exporter = "torchscript",
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
 ) -> OnnxGraph:
-    """Serialize `module(*inputs)` to ONNX in memory (static shapes, eval mode, weights embedded)."""
+    """Serialize `module(*inputs)` to ONNX in memory (static shapes, eval mode, weights embedded) at `opset`
+    (default: `default_opset` of the graph's dtype; a bfloat16 graph below opset 22 is refused)."""
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
+    dtype = _graph_dtype(module, inputs)
+    opset = default_opset(dtype) if opset is None else opset
+    check_opset(dtype, opset)
     module = module.eval()
     input_names = tuple(f"input{i}" for i in range(len(inputs)))
     output_names = tuple(f"output{i}" for i in range(_output_count(module, inputs)))
@@ -76,7 +109,7 @@ def export_onnx(
             )  # fmt: skip
         except ImportError as exc:
             raise ImportError(f"the dynamo ONNX exporter needs onnxscript: {exc}") from exc
-        return OnnxGraph(program.model_proto.SerializeToString(), input_names, output_names)
+        return _checked(program.model_proto.SerializeToString(), input_names, output_names, opset)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter announces its own deprecation on every call; one sweep makes hundreds.
@@ -84,7 +117,24 @@ def export_onnx(
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         torch.onnx.export(
-            module, inputs, buffer, dynamo=False, opset_version=opset, input_names=list(input_names),
-            output_names=list(output_names), do_constant_folding=True,
+            module, inputs, buffer, dynamo=False, opset_version=min(opset, TORCHSCRIPT_MAX_OPSET),
+            input_names=list(input_names), output_names=list(output_names), do_constant_folding=True,
         )  # fmt: skip
-    return OnnxGraph(buffer.getvalue(), input_names, output_names)
+    model = buffer.getvalue()
+    if opset > TORCHSCRIPT_MAX_OPSET:
+        model = version_converter.convert_version(onnx.load_from_string(model), opset).SerializeToString()
+    return _checked(model, input_names, output_names, opset)
+
+
+def model_opset(model: bytes) -> int:
+    """The default-domain opset a serialized model declares."""
+    imports = onnx.load_from_string(model).opset_import
+    return next(entry.version for entry in imports if entry.domain in ("", "ai.onnx"))
+
+
+def _checked(model: bytes, input_names: tuple[str, ...], output_names: tuple[str, ...], opset: int) -> OnnxGraph:
+    """The graph, once the opset it declares is the one asked for (an exporter may write another)."""
+    written = model_opset(model)
+    if written != opset:
+        raise RuntimeError(f"the ONNX exporter wrote opset {written}, not the {opset} asked for")
+    return OnnxGraph(model, input_names, output_names, written)

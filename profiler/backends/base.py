@@ -33,10 +33,15 @@ class Backend(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     option_specs: ClassVar[tuple[OptionSpec, ...]] = ()
     default_threads: ClassVar[int | None] = None
+    takes_threads: ClassVar[bool] = False
+    """Whether the backend sets a CPU thread count (and records it). One that does not refuses a thread count, so
+    a table never records threads that were not applied."""
 
     def __init__(self, precision: str = "fp32", threads: int | None = None, **options: Any):
         if precision not in self.precisions:
             raise ValueError(f"backend {self.name} supports precisions {list(self.precisions)}, not {precision!r}")
+        if threads is not None and not self.takes_threads:
+            raise ValueError(f"backend {self.name} sets no CPU thread count: drop --threads ({threads})")
         threads = threads if threads is not None else self.default_threads
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")

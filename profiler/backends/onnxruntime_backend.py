@@ -17,7 +17,8 @@ not been run on a GPU (docs/gpu.md).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,42 @@ from profiler.workload import FUSED_ATTENTION, SCORES_VALUES, initial_state, sta
 PROVIDERS: dict[str, str] = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+CUDA_PACKAGE = "onnxruntime-gpu>=1.19,<1.27"
+"""The CUDA 12 builds of ONNX Runtime on PyPI (the `gpu` extra's)."""
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA GPU is here: torch sees one, or `nvidia-smi -L` lists one (a CPU build of torch sees none)."""
+    if torch.cuda.is_available():
+        return True
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return listed.returncode == 0 and any(line.startswith("GPU ") for line in listed.stdout.splitlines())
+
+
+def choose_provider(available: Sequence[str], gpu: bool) -> str:
+    """The provider used when none is asked for: CUDA where a GPU is here, CPU where none is. A GPU machine whose
+    onnxruntime lacks the CUDA provider (the CPU package installed, alone or over onnxruntime-gpu, whose module it
+    shares) is refused rather than timed on the CPU under a GPU machine's name."""
+    if not gpu:
+        return "cpu"
+    if PROVIDERS["cuda"] in available:
+        return "cuda"
+    both = " (both onnxruntime and onnxruntime-gpu are installed; the CPU package's module won)" if (
+        package_version("onnxruntime") and package_version("onnxruntime-gpu")
+    ) else ""  # fmt: skip
+    raise BackendUnavailable(
+        f"an NVIDIA GPU is here but onnxruntime {onnxruntime_version()} has no {PROVIDERS['cuda']}{both}: "
+        f"pip uninstall -y onnxruntime onnxruntime-gpu && pip install '{CUDA_PACKAGE}', or pass --provider cpu"
+    )
+
+
 def default_provider() -> str:
-    """CUDA where both onnxruntime-gpu and a GPU are present, else CPU."""
-    cuda_ready = PROVIDERS["cuda"] in ort.get_available_providers() and torch.cuda.is_available()
-    return "cuda" if cuda_ready else "cpu"
+    """CUDA where a GPU and onnxruntime-gpu are here, CPU where no GPU is; refused where the GPU's provider is
+    missing (choose_provider)."""
+    return choose_provider(ort.get_available_providers(), gpu_visible())
 
 
 def onnxruntime_version() -> str:
@@ -93,6 +126,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "fp16")
     default_threads = 1
+    takes_threads = True
     option_specs = (
         OptionSpec("provider", str, "cpu", "execution provider", allowed=tuple(PROVIDERS)),
         OptionSpec("exporter", str, "torchscript", "torch's ONNX exporter", allowed=EXPORTERS),

@@ -24,18 +24,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from profiler.backends.base import Backend, BackendUnavailable
+from profiler.backends.base import PRECISIONS, Backend, BackendUnavailable
 from profiler.backends.cuda_device import compute_capability, cuda_device
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
-from profiler.backends.tensorrt_io import bind_stage
+from profiler.backends.tensorrt_io import bind_stage, checked_launch, set_addresses
 from profiler.backends.tensorrt_support import TYPINGS, check_sparsity, check_target, parse_version, resolve_typing
 from profiler.backends.tf32_environment import check_tf32_environment
 from profiler.backends.torch_cuda import cuda_versions
 from profiler.engine_cache import EngineCache, cache_key, graph_signature
 from profiler.environment import package_version
 from profiler.fingerprint import software
-from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
+from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, check_opset, default_opset, export_onnx
 from profiler.structured_sparsity import prune_2_4_
 from profiler.timing import Runner
 from profiler.workload import FUSED_ATTENTION, initial_state, stage_inputs, stage_io
@@ -116,6 +116,18 @@ def build_plan(
     )
 
 
+def export_opset(precision: str, opset: int | None) -> int | None:
+    """The ONNX opset a table's graphs are exported at: the one given, else 17 (22 for bf16, the first opset whose
+    Conv takes bfloat16); a bf16 table below 22 is refused. None for an unknown precision (refused elsewhere)."""
+    if precision not in PRECISIONS:
+        return opset
+    dtype = PRECISIONS[precision]
+    chosen = default_opset(dtype) if opset is None else opset
+    if isinstance(chosen, int):
+        check_opset(dtype, chosen)
+    return chosen
+
+
 def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
@@ -136,13 +148,14 @@ class TensorRtBackend(Backend):
         OptionSpec("workspace_gib", float, 4.0, "builder workspace limit", bounds=(0.0625, None)),
         OptionSpec("optimization_level", int, 3, "builder optimization level", bounds=(0, 5)),
         OptionSpec("exporter", str, "torchscript", "torch's ONNX exporter", allowed=EXPORTERS),
-        OptionSpec("opset", int, DEFAULT_OPSET, "ONNX opset of the exported graph", bounds=(17, None)),
+        OptionSpec("opset", int, DEFAULT_OPSET, "ONNX opset of the exported graph (bf16: 22)", bounds=(17, None)),
         OptionSpec("engine_cache", str, None, "engine cache directory (default: see engine_cache.py)", recorded=False),
     )
 
     def __init__(self, precision: str = "fp16", threads: int | None = None, **options: Any):
         if options.get("engine_cache") is not None:
             options["engine_cache"] = str(options["engine_cache"])
+        options["opset"] = export_opset(precision, options.get("opset"))  # recorded as used
         super().__init__(precision, threads, **options)
         o = self.options
         build_plan(precision, o["sparsity"], "10.13", o["tf32"], o["workspace_gib"], o["optimization_level"])
@@ -245,23 +258,15 @@ class TensorRtBackend(Backend):
                 if tensor.dtype != dtype_of or tuple(tensor.shape) != shape:
                     raise RuntimeError(f"engine tensor {name} wants {dtype_of} {shape}, the pipeline has "
                                        f"{tensor.dtype} {tuple(tensor.shape)}")  # fmt: skip
-                if not context.set_tensor_address(name, tensor.data_ptr()):
-                    raise RuntimeError(f"TensorRT refused the address of tensor {name}")
+            set_addresses(context.set_tensor_address, {name: tensor.data_ptr() for name, tensor in bound.items()})
             engines.append(engine)
             contexts.append(context)
             buffers.append(bound)  # a later stage replaces a name (x) in `state`; the engine still reads this one
         stream = self.stream
         torch.cuda.synchronize(self.device)  # inputs in place before the first timed launch
-
-        def step_of(context: Any):
-            def step() -> None:
-                if not context.execute_async_v3(stream.cuda_stream):
-                    raise RuntimeError("TensorRT execute_async_v3 failed")
-
-            return step
-
+        steps = [checked_launch(context.execute_async_v3, stream.cuda_stream) for context in contexts]
         # buffers are bound by address: the runner keeps the engines, contexts and every bound buffer alive
-        return CudaEventRunner([step_of(c) for c in contexts], stream, resources=(engines, contexts, buffers))
+        return CudaEventRunner(steps, stream, resources=(engines, contexts, buffers))
 
     def environment(self) -> dict[str, dict[str, Any]]:
         return {

@@ -5,12 +5,15 @@ write the same pipeline name (mlp reads the residual stream `x` and writes the n
 matched by its name to the exported graph's inputs and outputs (`input{i}`/`output{i}`, kept by TensorRT's ONNX
 parser), its mode is checked against that, and all inputs are resolved from the pipeline state as it was before
 the stage, before any output buffer replaces a name in it.
+
+TensorRT reports a refused address or a failed launch by returning False (and a log line), not by raising: both
+returns are checked here, so a stage never runs on a buffer bound before or is timed without having run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 Buffer = TypeVar("Buffer")
 
@@ -50,3 +53,22 @@ def bind_stage(
     outputs = {name: allocate(name) for name in graph_outputs}
     state.update({write_of[name]: buffer for name, buffer in outputs.items()})
     return bound | outputs
+
+
+def set_addresses(set_tensor_address: Callable[[str, int], bool], addresses: Mapping[str, int]) -> None:
+    """Bind each engine tensor to its device address (an execution context's `set_tensor_address`), refusing in one
+    line the first one TensorRT refuses (an unknown name, a misaligned or null address)."""
+    for name, address in addresses.items():
+        if not set_tensor_address(name, address):
+            raise RuntimeError(f"TensorRT refused the address {address:#x} of tensor {name}")
+
+
+def checked_launch(execute_async_v3: Callable[[int], Any], stream_handle: int) -> Callable[[], None]:
+    """A pipeline step that enqueues one engine on the stream (an execution context's `execute_async_v3`) and
+    raises where TensorRT reports that the launch failed."""
+
+    def step() -> None:
+        if not execute_async_v3(stream_handle):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+
+    return step

@@ -23,6 +23,7 @@ class TorchCpuBackend(Backend):
     name = "torch-cpu"
     precisions = ("fp32", "bf16")
     default_threads = 1
+    takes_threads = True
     option_specs = (
         OptionSpec(
             "allocator", str, "system", "'steady' fixes glibc's malloc thresholds (glibc_malloc.py); 'system' leaves "

@@ -35,17 +35,30 @@ GRAPH_WARMUP_RUNS = 3
 """Eager runs before capture, on a side stream, so lazy initialisation and allocations happen outside the graph."""
 
 
+def fp32_precision_api() -> bool:
+    """Whether torch sets TF32 per backend and operation (`fp32_precision`, torch 2.9 and later). Once that API
+    has been used, reading the legacy flags raises ("mix of the legacy and new APIs") or returns a value cuBLAS no
+    longer follows, so torch-cuda uses one API only: this one where it exists, the legacy flags before it."""
+    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(torch.backends.cudnn, "conv")
+
+
 def torch_cuda_math_modes(tf32: bool) -> dict[str, Any]:
     """The math modes a torch-cuda table is timed under: TF32 for fp32 matmuls and cuDNN convolutions (the stem)
-    only when asked for, reduced-precision reductions in fp16/bf16 matmuls as torch defaults them."""
-    return {
-        "float32_matmul_precision": "high" if tf32 else "highest",
-        "cudnn_allow_tf32": tf32,
-    }
+    only when asked for, in the API this torch has; reduced-precision reductions in fp16/bf16 matmuls as torch
+    defaults them."""
+    if fp32_precision_api():
+        mode = "tf32" if tf32 else "ieee"
+        return {"cuda_matmul_fp32_precision": mode, "cudnn_conv_fp32_precision": mode}
+    return {"float32_matmul_precision": "high" if tf32 else "highest", "cudnn_allow_tf32": tf32}
 
 
 def apply_torch_cuda_math_modes(modes: dict[str, Any]) -> None:
-    """Set them process-wide (NVIDIA's containers may preset TF32 on; cuDNN's TF32 is on by default)."""
+    """Set them process-wide (NVIDIA's containers may preset TF32 on; cuDNN's TF32 is on by default). A leaf of the
+    new API set explicitly overrides whatever the generic `torch.backends.fp32_precision` says."""
+    if "cuda_matmul_fp32_precision" in modes:
+        torch.backends.cuda.matmul.fp32_precision = modes["cuda_matmul_fp32_precision"]
+        torch.backends.cudnn.conv.fp32_precision = modes["cudnn_conv_fp32_precision"]
+        return
     torch.set_float32_matmul_precision(modes["float32_matmul_precision"])
     torch.backends.cudnn.allow_tf32 = modes["cudnn_allow_tf32"]
 
@@ -59,31 +72,42 @@ def cuda_versions() -> dict[str, Any]:
     }
 
 
-TORCH_CUDA_MATH_KEYS: tuple[str, ...] = (
-    "float32_matmul_precision",
-    "cudnn_allow_tf32",
-    "cuda_matmul_allow_tf32",
+REDUCED_PRECISION_KEYS: tuple[str, ...] = (
     "cuda_matmul_fp16_reduced_precision_reduction",
     "cuda_matmul_bf16_reduced_precision_reduction",
 )
-"""torch's math modes: they choose torch's own kernels only, so only torch-cuda's tables match on them."""
+FP32_PRECISION_KEYS: tuple[str, ...] = ("cuda_matmul_fp32_precision", "cudnn_conv_fp32_precision")
+LEGACY_TF32_KEYS: tuple[str, ...] = ("float32_matmul_precision", "cudnn_allow_tf32", "cuda_matmul_allow_tf32")
+TORCH_CUDA_MATH_KEYS: tuple[str, ...] = (*FP32_PRECISION_KEYS, *LEGACY_TF32_KEYS, *REDUCED_PRECISION_KEYS)
+"""torch's math modes, under either API: they choose torch's own kernels only, so only torch-cuda's tables match on
+them."""
 
 
 def torch_cuda_math_flags() -> dict[str, Any]:
-    """The torch math modes in force (TF32, reduced-precision reductions), under TORCH_CUDA_MATH_KEYS."""
+    """The torch math modes in force (TF32, reduced-precision reductions), read through the API they are set with."""
     matmul = torch.backends.cuda.matmul
+    reductions = {
+        "cuda_matmul_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
+        "cuda_matmul_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
+    }
+    if fp32_precision_api():
+        return {
+            "cuda_matmul_fp32_precision": matmul.fp32_precision,
+            "cudnn_conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision,
+            **reductions,
+        }
     return {
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "cuda_matmul_allow_tf32": matmul.allow_tf32,
-        "cuda_matmul_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
-        "cuda_matmul_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
+        **reductions,
     }
 
 
 def cuda_software() -> dict[str, Any]:
-    """What a torch-cuda table must match: torch and its libraries, CUDA, cuDNN and torch's math modes in force."""
-    return {**torch_software(), **cuda_versions(), **torch_cuda_math_flags()}
+    """What a torch-cuda table must match: torch and its libraries, CUDA, cuDNN and torch's math modes in force
+    (the CPU's fp32 matmul mode is left out: it chooses no CUDA kernel, and under the new API it may be stale)."""
+    return {**torch_software(matmul_precision=False), **cuda_versions(), **torch_cuda_math_flags()}
 
 
 class TorchCudaBackend(Backend):

@@ -37,7 +37,10 @@ def test_cuda_graph_pipeline_replays_graphs_per_stage_and_keeps_its_resources() 
 def test_tf32_is_off_and_recorded_for_fp32() -> None:
     backend = create_backend("torch-cuda", "fp32")
     software = backend.environment()["software"]["match"]
-    assert software["cuda_matmul_allow_tf32"] is False and software["cudnn_allow_tf32"] is False
+    if "cuda_matmul_fp32_precision" in software:  # torch's fp32_precision API (torch 2.9 and later)
+        assert software["cuda_matmul_fp32_precision"] == software["cudnn_conv_fp32_precision"] == "ieee"
+    else:
+        assert software["cuda_matmul_allow_tf32"] is False and software["cudnn_allow_tf32"] is False
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="tensorrt not installed")

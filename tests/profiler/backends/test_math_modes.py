@@ -7,7 +7,12 @@ import torch
 
 from profiler.backends import create_backend
 from profiler.backends.onnxruntime_backend import cuda_provider_options
-from profiler.backends.torch_cuda import apply_torch_cuda_math_modes, cuda_software, torch_cuda_math_modes
+from profiler.backends.torch_cuda import (
+    apply_torch_cuda_math_modes,
+    cuda_software,
+    fp32_precision_api,
+    torch_cuda_math_modes,
+)
 
 
 @pytest.fixture
@@ -23,6 +28,11 @@ def test_torch_cuda_turns_tf32_off_whatever_the_container_preset(restore_math_mo
     torch.backends.cudnn.allow_tf32 = True  # cuDNN's default
     apply_torch_cuda_math_modes(torch_cuda_math_modes(tf32=False))
     recorded = cuda_software()
+    if fp32_precision_api():  # torch 2.9 and later: the per-backend API (test_fp32_precision_api.py)
+        assert recorded["cuda_matmul_fp32_precision"] == recorded["cudnn_conv_fp32_precision"] == "ieee"
+        apply_torch_cuda_math_modes(torch_cuda_math_modes(tf32=True))
+        assert cuda_software()["cuda_matmul_fp32_precision"] == cuda_software()["cudnn_conv_fp32_precision"] == "tf32"
+        return
     assert recorded["cuda_matmul_allow_tf32"] is False and recorded["cudnn_allow_tf32"] is False
     assert recorded["float32_matmul_precision"] == "highest"
     apply_torch_cuda_math_modes(torch_cuda_math_modes(tf32=True))
@@ -45,7 +55,7 @@ def test_onnxruntime_cuda_provider_sets_tf32_explicitly() -> None:
 def test_each_gpu_backend_matches_only_on_the_math_modes_it_uses() -> None:
     from profiler.backends.onnxruntime_backend import cuda_provider_match
     from profiler.backends.tensorrt_backend import build_plan, tensorrt_software_match
-    from profiler.backends.torch_cuda import TORCH_CUDA_MATH_KEYS
+    from profiler.backends.torch_cuda import TORCH_CUDA_MATH_KEYS, torch_cuda_math_flags
 
     trt = tensorrt_software_match("10.13.0", build_plan("fp32", tf32=True))
     assert not set(TORCH_CUDA_MATH_KEYS) & set(trt)  # torch's TF32 flags do not choose TensorRT's kernels
@@ -54,7 +64,7 @@ def test_each_gpu_backend_matches_only_on_the_math_modes_it_uses() -> None:
     assert tensorrt_software_match("10.13.0", build_plan("fp32"))["tensorrt_tf32"] is False
     ort = cuda_provider_match(tf32=False)
     assert not set(TORCH_CUDA_MATH_KEYS) & set(ort) and ort["ort_cuda_use_tf32"] is False
-    assert set(TORCH_CUDA_MATH_KEYS) <= set(cuda_software())  # torch-cuda's own kernels do follow them
+    assert set(torch_cuda_math_flags()) <= set(TORCH_CUDA_MATH_KEYS) & set(cuda_software())  # torch-cuda's do
 
 
 def test_torch_override_of_tf32_refuses_a_strict_fp32_torch_cuda_table(monkeypatch: pytest.MonkeyPatch) -> None:
