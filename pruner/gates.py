@@ -109,33 +109,45 @@ def _wg(param: Tensor) -> Tensor:
     return param.detach().to(dtype) * param.grad.detach().to(dtype)
 
 
+def _wg_rows_cols(param: Tensor) -> tuple[Tensor, Tensor]:
+    """Row sums and column sums of w · ∂L/∂w of a matrix (fp32 or wider).
+
+    Every unit sum over a Linear weight is a sum of its row sums or of its column sums, so one elementwise
+    product and two reductions serve all the units the matrix belongs to.
+    """
+    product = _wg(param)
+    return product.sum(1), product.sum(0)
+
+
 def _block_gate_gradients(block: Block) -> tuple[dict[str, Tensor], Tensor]:
     """Per-unit dL/dg of one block's heads/qk/v/mlp, and its contribution to the EMB gates."""
     d = block.dims
     h, q, v = d.heads, d.qk, d.v
-    qk_w = _wg(block.qk.weight).reshape(2, h, q, d.emb)
-    qk_b = _wg(block.qk.bias).reshape(2, h, q)
-    v_w = _wg(block.v.weight).reshape(h, v, d.emb)
-    v_b = _wg(block.v.bias).reshape(h, v)
-    proj_w = _wg(block.proj.weight).reshape(d.emb, h, v)
-    fc1_w, fc1_b, fc2_w = _wg(block.fc1.weight), _wg(block.fc1.bias), _wg(block.fc2.weight)
+    qk_rows, qk_cols = _wg_rows_cols(block.qk.weight)
+    qk_rows = (qk_rows + _wg(block.qk.bias)).reshape(2, h, q)
+    v_rows, v_cols = _wg_rows_cols(block.v.weight)
+    v_rows = (v_rows + _wg(block.v.bias)).reshape(h, v)
+    proj_rows, proj_cols = _wg_rows_cols(block.proj.weight)
+    proj_cols = proj_cols.reshape(h, v)
+    fc1_rows, fc1_cols = _wg_rows_cols(block.fc1.weight)
+    fc2_rows, fc2_cols = _wg_rows_cols(block.fc2.weight)
     units = {
-        "heads": qk_w.sum((0, 2, 3)) + qk_b.sum((0, 2)) + v_w.sum((1, 2)) + v_b.sum(1) + proj_w.sum((0, 2)),
-        "qk": qk_w.sum((0, 1, 3)) + qk_b.sum((0, 1)),
-        "v": v_w.sum((0, 2)) + v_b.sum(0) + proj_w.sum((0, 1)),
-        "mlp": fc1_w.sum(1) + fc1_b + fc2_w.sum(0),
+        "heads": qk_rows.sum((0, 2)) + v_rows.sum(1) + proj_cols.sum(1),
+        "qk": qk_rows.sum((0, 1)),
+        "v": v_rows.sum(0) + proj_cols.sum(0),
+        "mlp": fc1_rows + _wg(block.fc1.bias) + fc2_cols,
     }
     emb = (
         _wg(block.norm1.weight)
         + _wg(block.norm1.bias)
-        + qk_w.sum((0, 1, 2))
-        + v_w.sum((0, 1))
-        + proj_w.sum((1, 2))
+        + qk_cols
+        + v_cols
+        + proj_rows
         + _wg(block.proj.bias)
         + _wg(block.norm2.weight)
         + _wg(block.norm2.bias)
-        + fc1_w.sum(0)
-        + fc2_w.sum(1)
+        + fc1_cols
+        + fc2_rows
         + _wg(block.fc2.bias)
     )
     return units, emb
