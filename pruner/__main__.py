@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--table", required=True, help="table id on the server (profiled and uploaded if missing)")
     demo.add_argument("--target", type=float, default=0.5, help="target latency as a fraction of the original")
     demo.add_argument("--out", type=Path, required=True, help="directory for report.json, plots and the model")
-    demo.add_argument("--eta", type=float, default=1.0, help="weight of the normalised latency term")
+    add_criterion_arguments(demo)
     demo.add_argument("--cache", type=Path, default=None, help="where the trained original is cached (OUT/cache)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--prune-every", type=int, default=6, help="training iterations between pruning steps")
@@ -28,6 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_parser(sub)
     add_finetune_parser(sub)
     return parser
+
+
+def add_criterion_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--criterion",
+        choices=("default", "nvit"),
+        default="default",
+        help="default, or nvit: the NViT authors' choices (docs/pruning.md, 'Reproducing NViT's own choices')",
+    )
+    parser.add_argument(
+        "--eta", type=float, default=None, help="weight of the latency term (default: the criterion's, 1.0 or 5e-4)"
+    )
 
 
 def _fractions(text: str) -> list[float]:
@@ -52,7 +64,7 @@ def add_prune_parser(sub) -> None:
     prune.add_argument("--weight-decay", type=float, default=0.05)
     prune.add_argument("--prune-every", type=int, default=20, help="training iterations between pruning steps")
     prune.add_argument("--groups-per-step", type=int, default=2)
-    prune.add_argument("--eta", type=float, default=1.0, help="weight of the normalised latency term")
+    add_criterion_arguments(prune)
     prune.add_argument("--momentum", type=float, default=None, help="importance momentum across pruning steps")
     prune.add_argument("--alpha", type=float, default=1.0, help="weight of the full-model distillation (Eq. 9)")
     prune.add_argument("--tau", type=float, default=1.0, help="distillation temperature")
@@ -107,6 +119,7 @@ def prune_main(args: argparse.Namespace) -> int:
             groups_per_step=args.groups_per_step,
             eta=args.eta,
             momentum=args.momentum,
+            criterion=args.criterion,
             alpha=args.alpha,
             tau=args.tau,
             cnn_teacher=args.cnn_teacher,
@@ -178,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             groups_per_step=args.groups_per_step,
             finetune_epochs=args.finetune_epochs,
             progress=not args.no_progress,
+            criterion=args.criterion,
         )
     except (LatencyServiceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

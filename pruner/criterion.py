@@ -10,7 +10,8 @@ average, and η says how many "average importances" one "average latency saving"
 
     score_S = I_S / mean_C(I) − η · ΔLat_S / mean_C(ΔLat)
 
-η = 0 is pure Hessian pruning; the groups with the lowest score are removed first.
+η = 0 is pure Hessian pruning; the groups with the lowest score are removed first. The `nvit` criterion
+(`pruner.criterion_preset`) uses NViT's own, unnormalised term instead: score_S = I_S − η · ΔLat_S in seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from lut_server.dims import WIDTH_AXES
+from pruner.criterion_preset import LatencyTerm
 from pruner.gates import Gates
 
 
@@ -94,10 +96,16 @@ def candidates(
     return out
 
 
-def score(cands: list[Candidate], eta: float) -> list[Candidate]:
-    """Fill in each candidate's normalised latency-aware score; return them sorted, lowest (remove first) first."""
+def score(cands: list[Candidate], eta: float, latency_term: LatencyTerm = "normalised") -> list[Candidate]:
+    """Fill in each candidate's latency-aware score; return them sorted, lowest (remove first) first."""
     if not cands:
         return []
+    if latency_term == "seconds":
+        for c in cands:
+            c.score = c.importance - eta * c.latency_saved_ms / 1000.0
+        return sorted(cands, key=lambda c: (c.score, c.name))
+    if latency_term != "normalised":
+        raise ValueError(f"unknown latency term {latency_term!r}")
     mean_imp = sum(c.importance for c in cands) / len(cands)
     mean_lat = sum(abs(c.latency_saved_ms) for c in cands) / len(cands)
     for c in cands:

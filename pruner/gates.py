@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lut_server.dims import WIDTH_AXES, BlockWidths, ModelDims
 from profiler.vit import Block, VisionTransformer
+from pruner.criterion_preset import GateSources
 
 
 @dataclass
@@ -107,56 +108,82 @@ def _wg(param: Tensor) -> Tensor:
     return param.detach().to(dtype) * param.grad.detach().to(dtype)
 
 
-def _block_gate_gradients(block: Block) -> tuple[dict[str, Tensor], Tensor]:
+def _wg_rows_cols(param: Tensor) -> tuple[Tensor, Tensor]:
+    """Row sums and column sums of w · ∂L/∂w of a matrix (fp32 or wider).
+
+    Every unit sum over a Linear weight is a sum of its row sums or of its column sums, so one elementwise
+    product and two reductions serve all the units the matrix belongs to.
+    """
+    product = _wg(param)
+    return product.sum(1), product.sum(0)
+
+
+def _block_gate_gradients(block: Block, sources: GateSources) -> tuple[dict[str, Tensor], Tensor]:
     """Per-unit dL/dg of one block's heads/qk/v/mlp, and its contribution to the EMB gates."""
     d = block.dims
     h, q, v = d.heads, d.qk, d.v
-    qk_w = _wg(block.qk.weight).reshape(2, h, q, d.emb)
-    qk_b = _wg(block.qk.bias).reshape(2, h, q)
-    v_w = _wg(block.v.weight).reshape(h, v, d.emb)
-    v_b = _wg(block.v.bias).reshape(h, v)
-    proj_w = _wg(block.proj.weight).reshape(d.emb, h, v)
-    fc1_w, fc1_b, fc2_w = _wg(block.fc1.weight), _wg(block.fc1.bias), _wg(block.fc2.weight)
+    qk_rows, qk_cols = _wg_rows_cols(block.qk.weight)
+    qk_rows = (qk_rows + _wg(block.qk.bias)).reshape(2, h, q)
+    v_rows, v_cols = _wg_rows_cols(block.v.weight)
+    v_rows = (v_rows + _wg(block.v.bias)).reshape(h, v)
+    proj_rows, proj_cols = _wg_rows_cols(block.proj.weight)
+    proj_cols = proj_cols.reshape(h, v)
+    fc1_rows, fc1_cols = _wg_rows_cols(block.fc1.weight)
+    fc2_rows, fc2_cols = _wg_rows_cols(block.fc2.weight)
+    if sources == "nvit":  # NViT's engine: a unit's own projection only (see pruner.criterion_preset)
+        units = {
+            "heads": qk_rows.sum((0, 2)) + v_rows.sum(1),
+            "qk": qk_rows[0].sum(0),
+            "v": v_rows.sum(0),
+            "mlp": fc1_rows + _wg(block.fc1.bias),
+        }
+        emb = qk_cols + v_cols + proj_rows + _wg(block.proj.bias) + fc1_cols + fc2_rows + _wg(block.fc2.bias)
+        return units, emb
     units = {
-        "heads": qk_w.sum((0, 2, 3)) + qk_b.sum((0, 2)) + v_w.sum((1, 2)) + v_b.sum(1) + proj_w.sum((0, 2)),
-        "qk": qk_w.sum((0, 1, 3)) + qk_b.sum((0, 1)),
-        "v": v_w.sum((0, 2)) + v_b.sum(0) + proj_w.sum((0, 1)),
-        "mlp": fc1_w.sum(1) + fc1_b + fc2_w.sum(0),
+        "heads": qk_rows.sum((0, 2)) + v_rows.sum(1) + proj_cols.sum(1),
+        "qk": qk_rows.sum((0, 1)),
+        "v": v_rows.sum(0) + proj_cols.sum(0),
+        "mlp": fc1_rows + _wg(block.fc1.bias) + fc2_cols,
     }
     emb = (
         _wg(block.norm1.weight)
         + _wg(block.norm1.bias)
-        + qk_w.sum((0, 1, 2))
-        + v_w.sum((0, 1))
-        + proj_w.sum((1, 2))
+        + qk_cols
+        + v_cols
+        + proj_rows
         + _wg(block.proj.bias)
         + _wg(block.norm2.weight)
         + _wg(block.norm2.bias)
-        + fc1_w.sum(0)
-        + fc2_w.sum(1)
+        + fc1_cols
+        + fc2_rows
         + _wg(block.fc2.bias)
     )
     return units, emb
 
 
-def gate_gradients(model: VisionTransformer) -> Gates:
+def gate_gradients(model: VisionTransformer, sources: GateSources = "all") -> Gates:
     """dL/dg for every unit gate at the current weights and gradients (call after loss.backward()).
 
-    Raises RuntimeError when no parameter holds a gradient: folding in zeros would silently dilute the importance.
+    `sources="all"` sums over every weight a unit's gate scales (the exact gate gradient); `"nvit"` over the weights
+    the NViT authors' engine counts for it (`pruner.criterion_preset`). Raises RuntimeError when no parameter
+    holds a gradient: folding in zeros would silently dilute the importance.
     """
     if all(p.grad is None for p in model.parameters()):
         raise RuntimeError("no parameter has a gradient: call accumulate() after loss.backward(), before zero_grad()")
+    if sources not in ("all", "nvit"):
+        raise ValueError(f"unknown gate-gradient sources {sources!r}")
     stem, head = model.stem, model.head
     emb = _wg(stem.patch_embed.weight).flatten(1).sum(1) + _wg(stem.patch_embed.bias)
-    emb = emb + _wg(stem.cls_token).sum((0, 1)) + _wg(stem.pos_embed).sum((0, 1))
-    if stem.dist_token is not None:
-        emb = emb + _wg(stem.dist_token).sum((0, 1))
-    emb = emb + _wg(head.norm.weight) + _wg(head.norm.bias) + _wg(head.head.weight).sum(0)
-    if head.head_dist is not None:
-        emb = emb + _wg(head.head_dist.weight).sum(0)
+    if sources == "all":
+        emb = emb + _wg(stem.cls_token).sum((0, 1)) + _wg(stem.pos_embed).sum((0, 1))
+        if stem.dist_token is not None:
+            emb = emb + _wg(stem.dist_token).sum((0, 1))
+        emb = emb + _wg(head.norm.weight) + _wg(head.norm.bias) + _wg(head.head.weight).sum(0)
+        if head.head_dist is not None:
+            emb = emb + _wg(head.head_dist.weight).sum(0)
     blocks = []
     for block in model.blocks:
-        units, block_emb = _block_gate_gradients(block)
+        units, block_emb = _block_gate_gradients(block, sources)
         emb = emb + block_emb
         blocks.append(BlockGates(**units))
     return Gates(emb, blocks)

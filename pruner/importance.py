@@ -3,7 +3,8 @@
 Each `add` squares one batch's gate gradients (NViT Eq. 6 for that batch). Without momentum the importance is the
 plain average over all batches since the last reset (every batch weighs the same, unlike an importance that keeps
 only the last sample); with momentum β it is the exponential average I ← β·I + (1−β)·g², bias-corrected, and it
-is carried across pruning steps.
+is carried across pruning steps. With interval momentum β (NViT's engine) each pruning interval's plain average A
+is folded in at the pruning step instead: I ← β·I + (1−β)·A, the first interval's A taken as is.
 
 The running sum is one flat float64 vector on the gradients' device (the layout of `Gates.flat()`), so a batch
 costs a few vector operations and no device-to-host copy; `value()` copies it to the host once per pruning step.
@@ -22,10 +23,15 @@ from pruner.gates import Gates
 class ImportanceAccumulator:
     """Running per-unit importance; `value()` returns it as a Gates-shaped structure of float64 CPU tensors."""
 
-    def __init__(self, template: Gates, momentum: float | None = None):
-        if momentum is not None and not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    def __init__(self, template: Gates, momentum: float | None = None, interval_momentum: float | None = None):
+        for name, beta in (("momentum", momentum), ("interval_momentum", interval_momentum)):
+            if beta is not None and not 0.0 <= beta < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {beta}")
+        if momentum is not None and interval_momentum is not None:
+            raise ValueError("momentum (per batch) and interval_momentum (per pruning interval) exclude each other")
         self.momentum = momentum
+        self.interval_momentum = interval_momentum
+        self._carried: Tensor | None = None  # the average over past intervals (interval momentum only)
         self._template = template
         self._sum: Tensor = torch.zeros(template.flat().numel(), dtype=torch.float64)
         self.batches = 0  # batches since the last reset
@@ -39,6 +45,7 @@ class ImportanceAccumulator:
         """`add` for gate gradients already laid out as `Gates.flat()`."""
         if self._sum.device != flat_grads.device:
             self._sum = self._sum.to(flat_grads.device)
+            self._carried = None if self._carried is None else self._carried.to(flat_grads.device)
         squared = flat_grads.detach().to(torch.float64).square()
         beta = self.momentum
         if beta is None:
@@ -48,25 +55,42 @@ class ImportanceAccumulator:
         self.batches += 1
         self.total_batches += 1
 
-    def value(self) -> Gates:
-        """Average squared gate gradient per unit (bias-corrected with momentum)."""
+    def _flat_value(self) -> Tensor:
+        if self.interval_momentum is not None:
+            if self.batches == 0:
+                if self._carried is None:
+                    raise RuntimeError("no batch accumulated yet: call accumulate() after loss.backward()")
+                return self._carried
+            interval = self._sum / self.batches
+            if self._carried is None:
+                return interval
+            beta = self.interval_momentum
+            return self._carried * beta + interval * (1.0 - beta)
         if (self.batches if self.momentum is None else self.total_batches) == 0:
             raise RuntimeError("no batch accumulated yet: call accumulate() after loss.backward()")
         if self.momentum is None:
-            scale = 1.0 / max(self.batches, 1)
-        else:
-            scale = 1.0 / (1.0 - self.momentum**self.total_batches)
-        return self._template.like_flat(self._sum.cpu() * scale)
+            return self._sum / max(self.batches, 1)
+        return self._sum / (1.0 - self.momentum**self.total_batches)
+
+    def value(self) -> Gates:
+        """Average squared gate gradient per unit (bias-corrected with momentum)."""
+        return self._template.like_flat(self._flat_value().cpu())
 
     def reset(self) -> None:
-        """Start a new average after a pruning step (kept as is with momentum)."""
-        if self.momentum is None:
-            self._sum.zero_()
-            self.batches = 0
+        """Start a new average after a pruning step (kept as is with momentum, folded into the carried average with
+        interval momentum)."""
+        if self.momentum is not None:
+            return
+        if self.interval_momentum is not None and (self.batches or self._carried is not None):
+            self._carried = self._flat_value().clone()
+        self._sum.zero_()
+        self.batches = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "momentum": self.momentum,
+            "interval_momentum": self.interval_momentum,
+            "carried": None if self._carried is None else self._carried.cpu().clone(),
             "sum": self._sum.cpu().clone(),
             "batches": self.batches,
             "total_batches": self.total_batches,
@@ -78,6 +102,12 @@ class ImportanceAccumulator:
         saved = torch.as_tensor(state["sum"], dtype=torch.float64)
         if saved.shape != self._sum.shape:
             raise ValueError(f"importance of {saved.numel()} units in the state, {self._sum.numel()} here")
+        if state.get("interval_momentum") != self.interval_momentum:
+            raise ValueError(
+                f"interval momentum {state.get('interval_momentum')} in the state, {self.interval_momentum} here"
+            )
         self._sum = saved.to(self._sum.device).clone()
+        carried = state.get("carried")
+        self._carried = None if carried is None else torch.as_tensor(carried, dtype=torch.float64).to(saved.device)
         self.batches = int(state["batches"])
         self.total_batches = int(state["total_batches"])

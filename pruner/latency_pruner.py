@@ -33,6 +33,7 @@ from lut_server.latency_table import DEFAULT_STEP
 from profiler.vit import VisionTransformer
 from pruner.compaction import compact
 from pruner.criterion import Candidate, candidates, score
+from pruner.criterion_preset import criterion_preset
 from pruner.gates import Gates, gate_gradients
 from pruner.importance import ImportanceAccumulator
 from pruner.latency_source import check_workload, source_identity, source_summary
@@ -102,18 +103,23 @@ def _grads_already_unscaled(scaler: torch.amp.GradScaler) -> bool:
 
 @dataclass
 class Pruner:
-    """Latency-aware global structural pruning of a `profiler.vit.VisionTransformer` (NViT §3)."""
+    """Latency-aware global structural pruning of a `profiler.vit.VisionTransformer` (NViT §3).
+
+    `criterion` picks a preset (`pruner.criterion_preset`): "default", or "nvit" for the NViT authors' own choices;
+    `eta` and `step_sizes`, when given, override the preset's.
+    """
 
     model: VisionTransformer
     latency: LatencySource
     target_ratio: float = 0.5
-    eta: float = 1.0
+    eta: float | None = None
     step_sizes: Mapping[str, int] | None = None
     groups_per_step: int = 1
     momentum: float | None = None
     grad_scaler: torch.amp.GradScaler | None = None
     deploy_precision: str | None = None
     deploy_batch: int | None = None
+    criterion: str = "default"
     history: list[PruneStep] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -121,7 +127,10 @@ class Pruner:
             raise ValueError(f"target_ratio must be in (0, 1], got {self.target_ratio}")
         if self.groups_per_step < 1:
             raise ValueError(f"groups_per_step must be >= 1, got {self.groups_per_step}")
-        self.step_sizes = {**DEFAULT_STEP, **(self.step_sizes or {})}
+        self.preset = criterion_preset(self.criterion)
+        if self.eta is None:
+            self.eta = self.preset.eta
+        self.step_sizes = {**DEFAULT_STEP, **self.preset.step_sizes, **(self.step_sizes or {})}
         unknown = sorted(set(self.step_sizes) - set(AXES))
         if unknown:
             raise ValueError(f"step_sizes has unknown axes {unknown}; axes are {list(AXES)}")
@@ -141,7 +150,13 @@ class Pruner:
         # never remove a dimension entirely, and never leave the table's range
         self.min_width = {a: max(self.step_sizes[a], ranges.get(a, (1, 0))[0]) for a in AXES}
         self.gates = Gates.ones_like(self.model)
-        self.importance = ImportanceAccumulator(self.gates, self.momentum)
+        self.importance = ImportanceAccumulator(self.gates, self.momentum, self.preset.interval_momentum)
+        # per-unit divisors applied to each batch's gate gradient before squaring (None: all 1)
+        self._divisors: torch.Tensor | None = None
+        if any(self.preset.divisor(axis) != 1.0 for axis in AXES):
+            self._divisors = torch.cat(
+                [torch.full((t.numel(),), self.preset.divisor(axis)) for axis, _, t in self.gates.vectors()]
+            )
         self._norms = install_active_channel_norms(self.model)
         self._masks: list = []
         self._mask_versions: list[int] = []
@@ -184,6 +199,7 @@ class Pruner:
 
     def settings(self) -> dict[str, Any]:
         return {
+            "criterion": self.criterion,
             "eta": self.eta,
             "step_sizes": dict(self.step_sizes or {}),
             "groups_per_step": self.groups_per_step,
@@ -210,8 +226,9 @@ class Pruner:
         """Continue from `state_dict()`; refuses other settings, and another table unless `repin`."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"pruner state version {state.get('version')}, this pruner reads {STATE_VERSION}")
-        if state["settings"] != self.settings():
-            raise ValueError(f"pruner settings differ from the saved run's: {state['settings']} vs {self.settings()}")
+        saved_settings = {"criterion": "default", **state["settings"]}  # states from before presets: the default
+        if saved_settings != self.settings():
+            raise ValueError(f"pruner settings differ from the saved run's: {saved_settings} vs {self.settings()}")
         saved_table, here = state.get("table"), self.table_identity
         if not repin and saved_table and here and saved_table.get("content_hash") != here.get("content_hash"):
             raise ValueError(
@@ -245,7 +262,10 @@ class Pruner:
         are no gradients (all None, or all zero after `zero_grad(set_to_none=False)`).
         """
         scaler = scaler if scaler is not None else self.grad_scaler
-        flat = gate_gradients(self.model).flat()
+        flat = gate_gradients(self.model, self.preset.gate_sources).flat()
+        if self._divisors is not None:
+            self._divisors = self._divisors.to(flat.device)
+            flat = flat / self._divisors
         if scaler is not None and scaler.is_enabled() and not _grads_already_unscaled(scaler):
             flat = flat / scaler.get_scale()
         flat = average_across_ranks(flat)
@@ -277,7 +297,7 @@ class Pruner:
             )
             count = len(cands)
             used: set[str] = set()
-            for cand in score(cands, self.eta):
+            for cand in score(cands, float(self.eta), self.preset.latency_term):
                 if len(removed) >= self.groups_per_step or estimate <= target:
                     break
                 if cand.name in used:

@@ -8,39 +8,11 @@ therefore normalises over the open EMB channels only, which is exactly what the 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from profiler.vit import VisionTransformer
+from pruner.active_channel_norm import ActiveChannelLayerNorm
 from pruner.gates import Gates
-
-
-class ActiveChannelLayerNorm(nn.LayerNorm):
-    """A LayerNorm whose statistics use only the channels in `active` (all channels while `active` is None)."""
-
-    active: Tensor | None
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.register_buffer("active", None, persistent=False)
-
-    @classmethod
-    def replacing(cls, norm: nn.LayerNorm) -> ActiveChannelLayerNorm:
-        """A drop-in for `norm` that shares its Parameter objects (optimizers holding them stay valid)."""
-        new = cls(norm.normalized_shape, eps=norm.eps, elementwise_affine=True, device=norm.weight.device)
-        new.weight, new.bias = norm.weight, norm.bias
-        return new
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.active is None:
-            return super().forward(x)
-        idx = self.active
-        normed = F.layer_norm(x[..., idx], (idx.numel(),), self.weight[idx], self.bias[idx], self.eps)
-        # the output takes layer_norm's dtype (fp32 under autocast even for a half residual stream), as in the
-        # compacted model
-        out = normed.new_zeros(x.shape)
-        out[..., idx] = normed
-        return out
 
 
 def install_active_channel_norms(model: VisionTransformer) -> list[ActiveChannelLayerNorm]:
@@ -114,7 +86,6 @@ def apply_weight_masks(masks: list[tuple[nn.Parameter, Tensor]]) -> None:
 
 
 def set_active_channels(norms: list[ActiveChannelLayerNorm], gates: Gates) -> None:
-    closed = bool((gates.emb == 0).any())
-    active = torch.nonzero(gates.emb != 0).flatten() if closed else None
+    open_channels = gates.emb != 0
     for norm in norms:
-        norm.active = None if active is None else active.to(norm.weight.device)
+        norm.set_active(open_channels)

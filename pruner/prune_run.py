@@ -59,8 +59,9 @@ class PruneOptions:
     weight_decay: float = 0.05
     prune_every: int = 20
     groups_per_step: int = 2
-    eta: float = 1.0
+    eta: float | None = None  # None: the criterion's own
     momentum: float | None = None
+    criterion: str = "default"
     alpha: float = 1.0
     tau: float = 1.0
     cnn_teacher: str | None = None
@@ -227,6 +228,7 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
         eta=opts.eta,
         groups_per_step=opts.groups_per_step,
         momentum=opts.momentum,
+        criterion=opts.criterion,
         grad_scaler=scaler,
         deploy_precision=opts.deploy_precision,
         deploy_batch=opts.deploy_batch,

@@ -8,6 +8,7 @@ PY="${PY:-.venv/bin/python}"
 OUT="${DEMO_OUT:-demo-out}"
 TABLE_ID="${DEMO_TABLE:-digits-vit-cpu-b64}"
 TARGET="${DEMO_TARGET:-0.5}"
+CRITERION="${DEMO_CRITERION:-default}"  # or nvit: the NViT authors' choices (docs/pruning.md)
 mkdir -p "$OUT/tables"
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 LUT_SERVER_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')"
@@ -24,4 +25,4 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 echo "latency server on $URL (pid $SERVER_PID)"
-"$PY" -m pruner demo --server "$URL" --table "$TABLE_ID" --target "$TARGET" --out "$OUT/prune" --no-progress
+"$PY" -m pruner demo --server "$URL" --table "$TABLE_ID" --target "$TARGET" --criterion "$CRITERION" --out "$OUT/prune" --no-progress

@@ -111,14 +111,17 @@ def prune(
     split: DigitsSplit,
     client: LatencySource,
     target: float,
-    eta: float,
+    eta: float | None,
     prune_every: int,
     groups_per_step: int,
     seed: int,
     lr: float = 5e-4,
+    criterion: str = "default",
 ) -> tuple[Pruner, list[dict[str, Any]]]:
     """Finetune with α·KL(teacher) + CE while removing groups every `prune_every` iterations until the target."""
-    p = Pruner(model, latency=client, target_ratio=target, eta=eta, groups_per_step=groups_per_step)
+    p = Pruner(
+        model, latency=client, target_ratio=target, eta=eta, groups_per_step=groups_per_step, criterion=criterion
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed + 1)
     timeline: list[dict[str, Any]] = []
@@ -161,7 +164,7 @@ def run_demo(
     target: float,
     out: Path,
     token: str | None = None,
-    eta: float = 1.0,
+    eta: float | None = None,
     cache: Path | None = None,
     seed: int = 0,
     prune_every: int = 6,
@@ -169,6 +172,7 @@ def run_demo(
     finetune_epochs: int = 30,
     train_threads: int | None = None,
     progress: bool = True,
+    criterion: str = "default",
 ) -> dict[str, Any]:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,9 @@ def run_demo(
 
     t0 = time.perf_counter()
     student = copy.deepcopy(original)
-    pruner, timeline = prune(student, original, split, client, target, eta, prune_every, groups_per_step, seed)
+    pruner, timeline = prune(
+        student, original, split, client, target, eta, prune_every, groups_per_step, seed, criterion=criterion
+    )
     timeline[0]["accuracy"] = original_acc
     pruned_before_ft = accuracy(student, split.test_x, split.test_y)
     _log(f"pruned in {len(pruner.history)} steps: predicted {pruner.original_ms:.2f} -> {pruner.predicted_ms:.2f} ms")
@@ -247,7 +253,8 @@ def run_demo(
             "tokens": DIGITS_CONFIG.tokens,
         },
         "target_ratio": target,
-        "eta": eta,
+        "criterion": criterion,
+        "eta": pruner.eta,
         "original": {
             "accuracy": original_acc,
             "measured_ms": measured["original"],

@@ -44,15 +44,30 @@ def test_onnx_export_of_a_half_precision_model(tmp_path, dtype):
 
 def test_masked_layernorm_under_autocast_with_a_half_residual_stream():
     norm = ActiveChannelLayerNorm(8)
-    norm.active = torch.tensor([0, 2, 3, 7])
+    open_channels = torch.tensor([True, False, True, True, False, False, False, True])
+    norm.set_active(open_channels)
+    idx = torch.nonzero(open_channels).flatten()
     x = torch.randn(2, 5, 8).to(torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = norm(x)
-        idx = norm.active
         reference = nn.functional.layer_norm(x[..., idx], (4,), norm.weight[idx], norm.bias[idx])
     assert out.dtype == reference.dtype
-    torch.testing.assert_close(out[..., norm.active], reference)
+    torch.testing.assert_close(out[..., idx], reference)
     assert out[..., [1, 4, 5, 6]].abs().max() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_masked_layernorm_of_a_half_model_keeps_its_dtype_and_computes_in_fp32(dtype):
+    norm = ActiveChannelLayerNorm(8)
+    open_channels = torch.tensor([True, False, True, True, False, False, False, True])
+    norm.set_active(open_channels)
+    norm.to(dtype)  # after the channels are set, as `model.half()` on a gated model
+    idx = torch.nonzero(open_channels).flatten()
+    x = (torch.randn(2, 5, 8) * 50 + 300).to(dtype)  # a large mean: half-precision sums would lose it
+    out = norm(x)
+    reference = nn.functional.layer_norm(x[..., idx].float(), (4,), norm.weight[idx].float(), norm.bias[idx].float())
+    assert out.dtype == dtype
+    torch.testing.assert_close(out[..., idx].float(), reference, rtol=0, atol=1e-2)
 
 
 def test_gated_model_trains_under_bf16_autocast():
