@@ -40,10 +40,10 @@ demo: setup
 	PY=$(PY) bash scripts/demo.sh
 
 bench: setup
-	$(PY) bench/interpolation_throughput.py
-	$(PY) bench/server_load.py --duration 3
-	$(PY) bench/pruner_accumulate_overhead.py
-	$(PY) bench/pruner_eta.py
+	$(PY) -m bench.interpolation_throughput
+	$(PY) -m bench.server_load --duration 3
+	$(PY) -m bench.pruner_accumulate_overhead
+	$(PY) -m bench.pruner_eta
 
 clean:
 	rm -rf $(VENV) .venv-timm demo-out .pytest_cache .ruff_cache

@@ -3,7 +3,7 @@
 The per-config baseline is how NViT queries its table (a RegularGridInterpolator call per point); it uses the same
 table and the same interpolators, so the ratio isolates the cost of querying one config at a time.
 
-    python bench/interpolation_throughput.py [--table tables/ID.json] [--configs 100000]
+    python -m bench.interpolation_throughput [--table tables/ID.json] [--configs 100000]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ machine drift hits all alike: plain; plain + accumulate (gate gradients and thei
 model half-pruned through gates (weights re-zeroed before each forward, active-channel LayerNorms) without and
 with accumulate; and the accumulate call alone. Prints the medians and the ratios.
 
-    .venv/bin/python bench/pruner_accumulate_overhead.py   # on an otherwise idle machine
+    .venv/bin/python -m bench.pruner_accumulate_overhead   # on an otherwise idle machine
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ pass; and one gated the same way that does not accumulate. Samples rotate betwee
 machine drift hits all alike. Prints the median step times, the overhead of pruning (gating + accumulate) against
 plain training and of accumulate against gating alone; goal <= 5%, bar <= 10%.
 
-    PYTHONPATH=. python bench/pruner_deit_small_overhead.py --rounds 7 --steps 3 --batch 4   # from the repository root
+    python -m bench.pruner_deit_small_overhead --rounds 7 --steps 3 --batch 4   # from the repository root
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Same trained original, same seed, same table (this machine's demo table, profile
 prune while finetuning until the table predicts target x original, finetune, compact. Reports held-out accuracy,
 pruning steps, final dims and the predicted and measured latency of each compacted model, whichever way it falls.
 
-    .venv/bin/python bench/pruner_eta.py --etas 0 1   # on an otherwise idle machine: it times models
+    .venv/bin/python -m bench.pruner_eta --etas 0 1   # on an otherwise idle machine: it times models
 """
 
 from __future__ import annotations

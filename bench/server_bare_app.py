@@ -4,7 +4,7 @@ The endpoints are `async` (no thread-pool hop), the cheapest way FastAPI can ser
 Served exactly like the real server (uvicorn, same workers, no access log, the same JSON log config), so the ratio
 in the benchmark is the cost of the service's own work: table lookup, range checks, interpolation, deltas.
 
-    python bench/server_bare_app.py --port N [--workers K]
+    python -m bench.server_bare_app --port N [--workers K]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ get the same requests from this process (a separate process from both servers): 
 keep-alive connections, and a low-load run with one connection (one request at a time). Each run is bounded by
 time and by count. Prints requests/s, p50 and p99 per server, and the ratio lut/bare, all from the same run.
 
-    python bench/server_load.py [--duration 4] [--connections 8] [--workers 1] [--table tables/ID.json]
+    python -m bench.server_load [--duration 4] [--connections 8] [--workers 1] [--table tables/ID.json]
 
 Without --table it serves a synthetic table on the profiler's `default` grid (the DeiT-B range); the service's
 cost depends on the grid's shape, not on the numbers in it.
