@@ -113,3 +113,51 @@ def require_bf16(backend: str, capability: tuple[int, int]) -> None:
             f"{backend} bf16 needs compute capability 8.0 or later (Ampere); this GPU is "
             f"{capability[0]}.{capability[1]}: profile fp16 or fp32"
         )
+
+
+VOLTA_INSTALL = (
+    "install a torch built for it (for Volta, sm 7.0: a torch<2.8 CUDA 12.6 wheel, "
+    "pip install 'torch<2.8' --index-url https://download.pytorch.org/whl/cu126), "
+    "or use the Volta image docker/profiler-gpu-volta.Dockerfile"
+)
+
+
+def _arch_capability(arch: str) -> tuple[int, int] | None:
+    """(major, minor) of an arch-list entry such as sm_70, sm_90a or compute_80; None for one it cannot read."""
+    digits = arch.split("_", 1)[1].rstrip("abf") if "_" in arch else ""
+    if len(digits) < 2 or not digits.isdigit():
+        return None
+    return int(digits[:-1]), int(digits[-1])
+
+
+def torch_runs_on(capability: tuple[int, int], arch_list: Sequence[str]) -> bool:
+    """Whether torch's kernels load on a GPU of this compute capability: its arch list has the capability's own
+    cubin (sm_XY), a cubin of the same major at or below it (binary compatible within a major), or PTX (compute_XY)
+    at or below it that the driver can compile. Anything else fails at the first kernel with "no kernel image is
+    available for execution on the device" (a CUDA 12.8+ wheel dropped sm_70, for instance)."""
+    for arch in arch_list:
+        arch_cc = _arch_capability(arch)
+        if arch_cc is None or arch_cc > capability:
+            continue
+        if arch.startswith("compute_") or (arch.startswith("sm_") and arch_cc[0] == capability[0]):
+            return True
+    return False
+
+
+def require_torch_kernels(backend: str, capability: tuple[int, int], arch_list: Sequence[str]) -> None:
+    """Refuse in one line, naming what to install, a GPU this torch build has no kernels for (every CUDA backend
+    runs modules through torch on the GPU: to time them, or to fill their buffers)."""
+    from profiler.backends.base import BackendUnavailable
+
+    if not torch_runs_on(capability, arch_list):
+        raise BackendUnavailable(
+            f"{backend}: this torch has no kernels for compute capability {capability[0]}.{capability[1]} "
+            f"(it is built for {' '.join(arch_list) or 'no GPU architecture'}); {VOLTA_INSTALL}"
+        )
+
+
+def require_supported_gpu(backend: str, device: Any = None) -> None:
+    """require_torch_kernels for the current (or given) CUDA device."""
+    import torch
+
+    require_torch_kernels(backend, compute_capability(device), torch.cuda.get_arch_list())

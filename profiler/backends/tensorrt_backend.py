@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import PRECISIONS, Backend, BackendUnavailable
-from profiler.backends.cuda_device import compute_capability, cuda_device
+from profiler.backends.cuda_device import compute_capability, cuda_device, require_supported_gpu
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
 from profiler.backends.tensorrt_io import bind_stage, checked_launch, set_addresses
@@ -167,6 +167,7 @@ class TensorRtBackend(Backend):
             )
         self.trt = _import_tensorrt()
         self.device = torch.device("cuda", torch.cuda.current_device())
+        require_supported_gpu(self.name, self.device)
         check_target(self.trt.__version__, compute_capability(self.device), precision)
         check_sparsity(o["sparsity"], compute_capability(self.device), precision, o["tf32"])
         self.plan = build_plan(

@@ -14,7 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend, BackendUnavailable
-from profiler.backends.cuda_device import compute_capability, cuda_device, nvidia_smi_facts, require_bf16
+from profiler.backends.cuda_device import (
+    compute_capability,
+    cuda_device,
+    nvidia_smi_facts,
+    require_bf16,
+    require_supported_gpu,
+)
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
 from profiler.backends.tf32_environment import check_tf32_environment
@@ -124,6 +130,7 @@ class TorchCudaBackend(Backend):
         if not torch.cuda.is_available():
             raise BackendUnavailable("torch-cuda needs an NVIDIA GPU and a CUDA build of torch; none is available here")
         self.device = torch.device("cuda", torch.cuda.current_device())
+        require_supported_gpu(self.name, self.device)
         if precision == "bf16":
             require_bf16(self.name, compute_capability(self.device))
         self.math_modes = torch_cuda_math_modes(self.options["tf32"])
