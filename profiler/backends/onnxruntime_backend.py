@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend, BackendUnavailable
+from profiler.backends.cuda_device import require_supported_gpu
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner, HostClockRunner
 from profiler.backends.tf32_environment import check_tf32_environment
@@ -75,6 +76,31 @@ def default_provider() -> str:
     """CUDA where a GPU and onnxruntime-gpu are here, CPU where no GPU is; refused where the GPU's provider is
     missing (choose_provider)."""
     return choose_provider(ort.get_available_providers(), gpu_visible())
+
+
+def onnxruntime_cuda_version() -> str | None:
+    """The CUDA version this onnxruntime was built against (onnxruntime-gpu records it; None where it does not)."""
+    try:
+        from onnxruntime.capi import build_and_package_info
+    except ImportError:
+        return None
+    version = getattr(build_and_package_info, "cuda_version", None)
+    return str(version) if version else None
+
+
+def check_cuda_majors(torch_cuda: str | None, onnxruntime_cuda: str | None) -> None:
+    """Refuse torch and onnxruntime built for different CUDA majors: both load their CUDA runtime into one
+    process, and the provider's libraries (cuBLAS, cuDNN) of one major fail to load, or load beside the other
+    major's, under torch's. Unknown versions are not refused."""
+    if not torch_cuda or not onnxruntime_cuda:
+        return
+    torch_major, ort_major = torch_cuda.split(".")[0], onnxruntime_cuda.split(".")[0]
+    if torch_major != ort_major:
+        raise BackendUnavailable(
+            f"torch is built for CUDA {torch_cuda} but onnxruntime {onnxruntime_version()} for CUDA "
+            f"{onnxruntime_cuda}: install a CUDA {ort_major} build of torch first (for CUDA 12: "
+            "pip install torch --index-url https://download.pytorch.org/whl/cu126)"
+        )
 
 
 def onnxruntime_version() -> str:
@@ -152,6 +178,9 @@ class OnnxRuntimeBackend(Backend):
             check_tf32_environment(self.name, precision, self.options["tf32"], os.environ, torch_matmuls=False)
         if self.provider == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("onnxruntime's CUDA provider needs torch with CUDA for buffers and events")
+        if self.provider == "cuda":
+            check_cuda_majors(torch.version.cuda, onnxruntime_cuda_version())
+            require_supported_gpu(self.name)
         if self.provider == "cpu" and precision != "fp32":
             raise ValueError("onnxruntime on the CPU provider is profiled in fp32 only (fp16 runs unfused there)")
         self._cuda_stream: torch.cuda.Stream | None = None
