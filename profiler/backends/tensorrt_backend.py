@@ -116,6 +116,19 @@ def build_plan(
     )
 
 
+def engine_target(trt_version: str, props: Any) -> dict[str, Any]:
+    """What a serialized engine is bound to, for its cache key: the TensorRT version and the GPU. Tactics are chosen
+    for the SM count and memory too, so two parts sharing a name and compute capability (a cut-down or
+    MIG-partitioned GPU, a 40 and an 80 GB card) do not share engines."""
+    return {
+        "tensorrt": trt_version,
+        "gpu": props.name,
+        "compute_capability": [props.major, props.minor],
+        "multi_processor_count": props.multi_processor_count,
+        "total_memory": props.total_memory,
+    }
+
+
 def export_opset(precision: str, opset: int | None) -> int | None:
     """The ONNX opset a table's graphs are exported at: the one given, else 17 (22 for bf16, the first opset whose
     Conv takes bfloat16); a bf16 table below 22 is refused. None for an unknown precision (refused elsewhere)."""
@@ -189,8 +202,7 @@ class TensorRtBackend(Backend):
         return FUSED_ATTENTION  # TensorRT fuses MatMul-Softmax-MatMul attention
 
     def versions(self) -> dict[str, Any]:
-        props = torch.cuda.get_device_properties(self.device)
-        return {"tensorrt": self.trt.__version__, "gpu": props.name, "compute_capability": [props.major, props.minor]}
+        return engine_target(self.trt.__version__, torch.cuda.get_device_properties(self.device))
 
     def engine_bytes(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[bytes, OnnxGraph]:
         """The serialized engine for this module (on the GPU, in the plan's precision), from the cache, keyed by

@@ -1,0 +1,30 @@
+"""A TensorRT engine is cached per GPU down to its SM count and memory, not only its name and compute capability."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from profiler.backends.tensorrt_backend import engine_target
+from profiler.engine_cache import cache_key
+
+
+def _props(sm: int, memory: int) -> SimpleNamespace:
+    return SimpleNamespace(name="NVIDIA A100-SXM4", major=8, minor=0, multi_processor_count=sm, total_memory=memory)
+
+
+def test_target_names_sm_count_and_memory() -> None:
+    target = engine_target("10.13.0", _props(108, 80 * 2**30))
+    assert target == {
+        "tensorrt": "10.13.0",
+        "gpu": "NVIDIA A100-SXM4",
+        "compute_capability": [8, 0],
+        "multi_processor_count": 108,
+        "total_memory": 80 * 2**30,
+    }
+
+
+def test_same_name_and_capability_with_other_sms_or_memory_get_other_keys() -> None:
+    full = cache_key("graph", {"precision": "fp16"}, engine_target("10.13.0", _props(108, 80 * 2**30)))
+    mig = cache_key("graph", {"precision": "fp16"}, engine_target("10.13.0", _props(42, 20 * 2**30)))
+    small = cache_key("graph", {"precision": "fp16"}, engine_target("10.13.0", _props(108, 40 * 2**30)))
+    assert len({full, mig, small}) == 3
