@@ -4,13 +4,19 @@ Two questions, in a minute. Is this the table's device and software (the fingerp
 differing field named)? And has the machine drifted since the table was measured? For the second, the table's
 reference configuration and K grid combinations are re-timed exactly as the sweep timed them (two blocks of a
 combination inside the stem-to-head pipeline, stage by stage, with the table's protocol) and compared with the
-table's raw cells, which hold no interpolation error; each is timed in two shuffled passes, and the passes'
-disagreement is the noise the drift is judged against. A shared machine also wanders while a table is profiled
-(the sweep re-times its reference throughout); a drift within the range the sweep itself saw is no evidence that
-the table went stale, so the threshold is the largest of 3%, twice the check's noise and that range (the 90th
-percentile of the re-times' departures from their median).
+table's raw cells, which hold no interpolation error. All points are timed in two shuffled passes, and each pass
+gives its own drift (the median over points of measured / table, so one burst of load on one point does not move
+it).
 
-Exit codes: 0 `holds`, 3 `stale` (same device, drifted beyond noise), 4 `different` (device or software differs).
+The table is `stale` only when every pass drifted beyond the threshold on the same side: a burst of load during
+one pass cannot call a table stale, and a noisy machine cannot hide a table that is off in every pass (the
+passes' disagreement is reported as noise, not added to the threshold). The threshold is the larger of 3% and
+the range the sweep itself saw while the table was profiled (the 90th percentile of its reference re-times'
+departures from their median): a drift within the machine's own wander is no evidence that the table went stale.
+Drift is compared as a ratio, so a table three times too slow is as stale as one three times too fast.
+
+Exit codes: 0 `holds`, 3 `stale` (same device, drifted beyond the threshold in every pass), 4 `different` (device
+or software differs).
 """
 
 from __future__ import annotations
@@ -37,7 +43,6 @@ from profiler.workload import block_stages_of, build_pipeline
 EXIT_CODES: dict[str, int] = {"holds": 0, "stale": 3, "different": 4}
 DRIFT_FLOOR_PCT = 3.0
 """Drift below this never makes a table stale: it is within the accuracy bar a table is validated against."""
-NOISE_MULTIPLE = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,15 @@ class CheckPoint:
     @property
     def noise_pct(self) -> float:
         return 100.0 * (max(self.passes_ms) - min(self.passes_ms)) / self.measured_ms
+
+
+def pass_drifts_pct(timed: list[CheckPoint]) -> list[float]:
+    """Each pass's drift: the median over points of its measured / table ratio, in percent."""
+    passes = len(timed[0].passes_ms)
+    return [
+        100.0 * (float(np.exp(median(np.log(p.passes_ms[k] / p.predicted_ms) for p in timed))) - 1.0)
+        for k in range(passes)
+    ]
 
 
 def check_points(doc: Mapping[str, Any], count: int, seed: int) -> list[BlockDims]:
@@ -100,14 +114,18 @@ def profiling_wander_pct(doc: Mapping[str, Any]) -> float:
     return float(np.percentile([100.0 * abs(v - middle) / middle for v in series], 90))
 
 
-def drift_threshold_pct(noise_pct: float, wander_pct: float) -> float:
-    return max(DRIFT_FLOOR_PCT, NOISE_MULTIPLE * noise_pct, wander_pct)
+def drift_threshold_pct(wander_pct: float) -> float:
+    return max(DRIFT_FLOOR_PCT, wander_pct)
 
 
-def verdict_of(mismatches: list[str], drift_pct: float, threshold_pct: float) -> str:
+def verdict_of(mismatches: list[str], pass_drifts: list[float], threshold_pct: float) -> str:
+    """`different` on any mismatch; `stale` when every pass's drift ratio lies beyond the threshold on one side."""
     if mismatches:
         return "different"
-    return "stale" if abs(drift_pct) > threshold_pct else "holds"
+    limit = np.log1p(threshold_pct / 100.0)
+    logs = [float(np.log1p(d / 100.0)) for d in pass_drifts]
+    beyond = bool(logs) and (all(v > limit for v in logs) or all(v < -limit for v in logs))
+    return "stale" if beyond else "holds"
 
 
 def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 2) -> dict[str, Any]:
@@ -130,8 +148,9 @@ def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 
         timed = time_points(doc, check_points(doc, points, seed), passes, seed)
         result["drift_pct"] = round(float(median(p.drift_pct for p in timed)), 3)
         result["noise_pct"] = round(float(median(p.noise_pct for p in timed)), 3)
+        result["pass_drift_pct"] = [round(d, 3) for d in pass_drifts_pct(timed)]
         result["profiling_wander_pct"] = round(profiling_wander_pct(doc), 3)
-        result["threshold_pct"] = round(drift_threshold_pct(result["noise_pct"], result["profiling_wander_pct"]), 3)
+        result["threshold_pct"] = round(drift_threshold_pct(result["profiling_wander_pct"]), 3)
         result["points"] = [
             {
                 **p.dims.as_dict(),
@@ -147,7 +166,7 @@ def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 
         if series:
             then = float(series[-1]["median_ms"])
             result["reference_drift_pct"] = round(100.0 * (timed[0].measured_ms - then) / then, 3)
-    result["verdict"] = verdict_of(mismatches, result["drift_pct"] or 0.0, result.get("threshold_pct", 0.0))
+    result["verdict"] = verdict_of(mismatches, result.get("pass_drift_pct", []), result.get("threshold_pct", 0.0))
     result["exit_code"] = EXIT_CODES[result["verdict"]]
     return result
 
@@ -167,10 +186,12 @@ def format_report(result: Mapping[str, Any]) -> str:
             f"drift {p['drift_pct']:+6.2f}%  noise {p['noise_pct']:5.2f}%"
         )
     if result["drift_pct"] is not None:
+        passes = ", ".join(f"{d:+.2f}%" for d in result["pass_drift_pct"])
+        faster = 100.0 * (1.0 - 1.0 / (1.0 + result["threshold_pct"] / 100.0))
         lines.append(
-            f"drift   {result['drift_pct']:+.2f}% (median of {len(result['points'])} points), noise "
-            f"{result['noise_pct']:.2f}%, wander while profiling {result['profiling_wander_pct']:.2f}%, "
-            f"threshold ±{result['threshold_pct']:.2f}%"
+            f"drift   {result['drift_pct']:+.2f}% (median of {len(result['points'])} points; passes {passes}), "
+            f"noise {result['noise_pct']:.2f}%, wander while profiling {result['profiling_wander_pct']:.2f}%, "
+            f"threshold -{faster:.2f}% / +{result['threshold_pct']:.2f}%"
         )
     lines.append(f"verdict {result['verdict']} (exit {result['exit_code']})")
     return "\n".join(lines)

@@ -1,24 +1,49 @@
-"""The check's verdict: a differing fingerprint wins; drift counts only beyond noise and the profiling's own wander."""
+"""The check's verdict: a differing fingerprint wins; a table is stale only when every pass drifted beyond the floor
+and the profiling's own wander on the same side."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from profiler.check import drift_threshold_pct, profiling_wander_pct, verdict_of
+from lut_server.dims import BlockDims
+from profiler.check import CheckPoint, drift_threshold_pct, pass_drifts_pct, profiling_wander_pct, verdict_of
+
+DIMS = BlockDims(emb=64, heads=2, qk=16, v=16, mlp=128)
 
 
 def test_fingerprint_mismatch_is_different_whatever_the_drift():
-    assert verdict_of(["device.cpu.family: table 25, here 26"], 0.0, 3.0) == "different"
+    assert verdict_of(["device.cpu.family: table 25, here 26"], [0.0, 0.0], 3.0) == "different"
 
 
 @pytest.mark.parametrize(
-    ("drift", "noise", "wander", "verdict"),
-    [(2.0, 0.5, 0.0, "holds"), (-3.5, 0.5, 0.0, "stale"), (-3.5, 2.0, 0.0, "holds"), (6.0, 1.0, 7.5, "holds"),
-     (9.0, 1.0, 7.5, "stale")],
+    ("passes", "wander", "verdict"),
+    [([2.0, 2.5], 0.0, "holds"), ([-3.5, -3.4], 0.0, "stale"), ([6.0, 7.0], 7.5, "holds"), ([9.0, 8.0], 7.5, "stale"),
+     ([-67.0, -40.0], 0.0, "stale"),  # a table three times too slow, on a machine whose passes differ by 80%
+     ([40.0, 1.0], 0.0, "holds"),  # a burst of load during one pass
+     ([-20.0, 20.0], 0.0, "holds")],  # passes that disagree on the side
 )  # fmt: skip
-def test_drift_is_judged_against_floor_noise_and_wander(drift, noise, wander, verdict):
-    assert verdict_of([], drift, drift_threshold_pct(noise, wander)) == verdict
+def test_stale_needs_every_pass_beyond_the_floor_or_the_profiling_wander_on_one_side(passes, wander, verdict):
+    assert verdict_of([], passes, drift_threshold_pct(wander)) == verdict
+
+
+def test_drift_is_judged_as_a_ratio_so_too_fast_and_too_slow_by_one_factor_agree():
+    threshold = drift_threshold_pct(50.0)  # the table may be off by a factor of 1.5 either way
+    assert verdict_of([], [100 * (1 / 1.49 - 1)] * 2, threshold) == "holds"  # 32.9% faster
+    assert verdict_of([], [100 * (1 / 1.51 - 1)] * 2, threshold) == "stale"  # 33.8% faster
+    assert verdict_of([], [49.0, 49.0], threshold) == "holds"
+    assert verdict_of([], [51.0, 51.0], threshold) == "stale"
+
+
+def test_each_pass_drift_is_a_median_over_points_so_one_burst_does_not_move_it():
+    points = [
+        CheckPoint(DIMS, 10.0, (12.0, 10.0)),
+        CheckPoint(DIMS, 5.0, (6.0, 5.0)),
+        CheckPoint(DIMS, 2.0, (2.4, 9.0)),
+    ]
+    first, second = pass_drifts_pct(points)
+    assert first == pytest.approx(20.0)
+    assert second == pytest.approx(0.0)  # the 4.5x burst on the last point is outvoted
 
 
 def test_wander_is_a_high_percentile_of_the_references_departures_from_their_median():
