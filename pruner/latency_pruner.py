@@ -29,7 +29,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lut_server.dims import AXES, ModelDims
-from lut_server.latency_table import DEFAULT_STEP
+from lut_server.group_size import DEFAULT_GROUP_SIZE
 from profiler.vit import VisionTransformer
 from pruner.compaction import compact
 from pruner.criterion import Candidate, candidates, score
@@ -130,7 +130,7 @@ class Pruner:
         self.preset = criterion_preset(self.criterion)
         if self.eta is None:
             self.eta = self.preset.eta
-        self.step_sizes = {**DEFAULT_STEP, **self.preset.step_sizes, **(self.step_sizes or {})}
+        self.step_sizes = {**DEFAULT_GROUP_SIZE, **self.preset.step_sizes, **(self.step_sizes or {})}
         unknown = sorted(set(self.step_sizes) - set(AXES))
         if unknown:
             raise ValueError(f"step_sizes has unknown axes {unknown}; axes are {list(AXES)}")
