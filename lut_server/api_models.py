@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 _STRICT = ConfigDict(strict=True, extra="forbid")
 
@@ -36,8 +37,8 @@ class BlockWidthsQuery(BaseModel):
     mlp: int = Width
 
 
-class StepQuery(BaseModel):
-    """Group sizes per dimension; unset ones take the defaults (emb 16, heads 1, qk 8, v 8, mlp 16)."""
+class GroupSizeQuery(BaseModel):
+    """Units per group along each dimension; unset ones take the defaults (emb 16, heads 1, qk 8, v 8, mlp 16)."""
 
     model_config = _STRICT
     emb: int | None = Field(default=None, ge=1)
@@ -59,7 +60,23 @@ class DeltasRequest(BaseModel):
     model_config = _STRICT
     emb: int = Width
     blocks: list[BlockWidthsQuery] = Field(min_length=1, description="at most 100,000 blocks; more gets 413")
-    step: StepQuery | None = None
+    group_size: GroupSizeQuery | None = Field(
+        default=None,
+        validation_alias=AliasChoices("group_size", "step"),
+        description="units one group removes per dimension; also accepted under its older name `step`",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_size_given_once(cls, data: Any) -> Any:
+        """Both names at once would leave one of them silently unused."""
+        if isinstance(data, dict) and "group_size" in data and "step" in data:
+            raise PydanticCustomError(
+                "group_size_given_twice",
+                "give the group sizes once, as `group_size` (or its older name `step`), not both",
+                {"field": "group_size"},
+            )
+        return data
 
 
 class LatencyResponse(BaseModel):

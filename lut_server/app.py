@@ -167,14 +167,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         tags=["queries"],
     )
     async def deltas(query: DeltasRequest, table_id: str = TableId) -> Response:
-        """Lat(model) − Lat(model with one dimension of one block reduced by its step), for every group."""
+        """Lat(model) − Lat(model with one dimension of one block reduced by its group size), for every group."""
         _check_block_count(len(query.blocks), config.max_blocks)
 
         def answer() -> Response:
             table = store.get(table_id)
             model = ModelDims(query.emb, tuple(BlockWidths(b.heads, b.qk, b.v, b.mlp) for b in query.blocks))
-            step = query.step.given() if query.step else None
-            return _json(table.deltas(model, step).as_dict())
+            group_size = query.group_size.given() if query.group_size else None
+            return _json(table.deltas(model, group_size).as_dict())
 
         return await _compute(answer, 6 * len(query.blocks))  # six evaluations per block
 

@@ -20,6 +20,7 @@ import numpy as np
 from lut_server import __version__
 from lut_server.config import MAX_BLOCKS_PER_QUERY
 from lut_server.dims import AXES, BlockDims, ModelDims
+from lut_server.group_size import group_size_argument
 from lut_server.latency_table import GroupDeltas, QueryError
 from lut_server.table_format import check_table_id, read_table
 
@@ -172,11 +173,21 @@ class LatencyClient:
         """Blocks plus patch embedding and head (where the table has them), in one request."""
         return self.deltas(model).total_ms
 
-    def deltas(self, model: ModelDims, step: Mapping[str, int] | None = None) -> GroupDeltas:
-        """Exact group deltas for one pruning step, in one round trip."""
+    def deltas(
+        self,
+        model: ModelDims,
+        group_size: Mapping[str, int] | None = None,
+        *,
+        step: Mapping[str, int] | None = None,
+    ) -> GroupDeltas:
+        """Exact group deltas for one pruning step, in one round trip (`step` is `group_size`'s deprecated name).
+
+        The group sizes travel under the request's older key `step`, which every server version accepts.
+        """
+        group_size = group_size_argument(group_size, step, "deltas")
         payload: dict[str, Any] = model.as_dict()
-        if step:
-            payload["step"] = dict(step)
+        if group_size:
+            payload["step"] = dict(group_size)
         answer = self._request("POST", self._table_path("/deltas"), payload).json()
         return GroupDeltas(total_ms=float(answer["total_ms"]), emb=answer["emb"], blocks=list(answer["blocks"]))
 

@@ -62,7 +62,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         first = errors[0] if errors else {}
-        field = "body" if first.get("type") == "json_invalid" else field_name(first.get("loc", ("body",)))
+        named = (first.get("ctx") or {}).get("field")  # a whole-body check names the field it is about
+        field = "body" if first.get("type") == "json_invalid" else named or field_name(first.get("loc", ("body",)))
         detail = f"{field}: {_describe(first)}"
         if len(errors) > 1:
             detail += f" (and {len(errors) - 1} more problems)"

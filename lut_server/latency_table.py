@@ -15,6 +15,7 @@ from scipy.optimize import isotonic_regression
 
 from lut_server.calibration import IDENTITY, correction_of
 from lut_server.dims import AXES, WIDTH_AXES, BlockDims, ModelDims
+from lut_server.group_size import DEFAULT_GROUP_SIZE, group_size_argument
 from lut_server.table_format import (
     BLOCK_PARTS,
     MODEL_PARTS,
@@ -24,9 +25,6 @@ from lut_server.table_format import (
     validate_table,
 )
 from lut_server.table_identity import cached_content_hash
-
-DEFAULT_STEP: dict[str, int] = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
-"""Default group sizes: they keep the remaining widths multiples of 8/16."""
 
 
 class QueryError(ValueError):
@@ -39,7 +37,7 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class GroupDeltas:
-    """Lat(model) − Lat(model with one dimension of one block reduced by its step), for every such group.
+    """Lat(model) − Lat(model with one dimension of one block reduced by its group size), for every such group.
 
     A delta is None where the reduced width would drop below 1 (the group cannot be removed).
     """
@@ -264,39 +262,46 @@ class LatencyTable:
         blocks = self.block_latency(model.block_dims())
         return float(blocks.sum() + self._model_extra(np.array([float(model.emb)]))[0])
 
-    def deltas(self, model: ModelDims, step: Mapping[str, int] | None = None) -> GroupDeltas:
+    def deltas(
+        self,
+        model: ModelDims,
+        group_size: Mapping[str, int] | None = None,
+        *,
+        step: Mapping[str, int] | None = None,
+    ) -> GroupDeltas:
         """Exact group deltas for one pruning step, all from one vectorised evaluation per part.
 
-        A reduced width below the table's lower bound (but >= 1) is extrapolated linearly from the first grid cell.
+        `group_size` overrides the default group size of any axis (`step` is its deprecated name). A reduced width
+        below the table's lower bound (but >= 1) is extrapolated linearly from the first grid cell.
         """
-        step = {**DEFAULT_STEP, **(step or {})}
-        for axis, size in step.items():
+        sizes = {**DEFAULT_GROUP_SIZE, **(group_size_argument(group_size, step, "deltas") or {})}
+        for axis, value in sizes.items():
             if axis not in AXES:
-                raise QueryError(f"step.{axis} is not an axis; axes are {list(AXES)}", f"step.{axis}")
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise QueryError(f"step.{axis} must be an integer >= 1, got {size!r}", f"step.{axis}")
+                raise QueryError(f"group_size.{axis} is not an axis; axes are {list(AXES)}", f"group_size.{axis}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise QueryError(f"group_size.{axis} must be an integer >= 1, got {value!r}", f"group_size.{axis}")
         base = self._columns(model.block_dims())
         self.check_in_range(base)
         n = len(base["emb"])
         variants = [base]
         for axis in WIDTH_AXES:
             reduced = dict(base)
-            reduced[axis] = np.maximum(base[axis] - step[axis], 1.0)
+            reduced[axis] = np.maximum(base[axis] - sizes[axis], 1.0)
             variants.append(reduced)
         emb_reduced = dict(base)
-        emb_reduced["emb"] = np.maximum(base["emb"] - step["emb"], 1.0)
+        emb_reduced["emb"] = np.maximum(base["emb"] - sizes["emb"], 1.0)
         variants.append(emb_reduced)
         stacked = {axis: np.concatenate([v[axis] for v in variants]) for axis in AXES}
         latency = self._block_sum(stacked).reshape(len(variants), n)
-        extra_base, extra_emb = self._model_extra(np.array([float(model.emb), max(model.emb - step["emb"], 1.0)]))
+        extra_base, extra_emb = self._model_extra(np.array([float(model.emb), max(model.emb - sizes["emb"], 1.0)]))
         block_total = latency[0]
         total = float(block_total.sum() + extra_base)
         blocks: list[dict[str, float | None]] = []
         for i in range(n):
             entry: dict[str, float | None] = {}
             for k, axis in enumerate(WIDTH_AXES, start=1):
-                removable = base[axis][i] - step[axis] >= 1
+                removable = base[axis][i] - sizes[axis] >= 1
                 entry[axis] = float(block_total[i] - latency[k, i]) if removable else None
             blocks.append(entry)
-        emb_delta = float(total - (latency[-1].sum() + extra_emb)) if model.emb - step["emb"] >= 1 else None
+        emb_delta = float(total - (latency[-1].sum() + extra_emb)) if model.emb - sizes["emb"] >= 1 else None
         return GroupDeltas(total_ms=total, emb=emb_delta, blocks=blocks)

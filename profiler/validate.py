@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from lut_server.calibration import ape_stats
 from lut_server.dims import AXES, BlockDims, BlockWidths, ModelDims
+from lut_server.group_size import DEFAULT_GROUP_SIZE
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
 from profiler.backends import Backend, create_backend
@@ -31,7 +32,8 @@ from profiler.timing import Protocol, Runner, measure_in_passes
 from profiler.vit import VitConfig
 from profiler.workload import Workload, build_block, build_model
 
-LATTICE: dict[str, int] = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
+LATTICE: dict[str, int] = dict(DEFAULT_GROUP_SIZE)
+"""Spacing of the widths a pruning run reaches: multiples of the default group sizes."""
 
 
 def backend_for_table(doc: Mapping[str, Any]) -> Backend:
@@ -47,8 +49,8 @@ def workload_for_table(doc: Mapping[str, Any]) -> Workload:
 
 def _axis_choices(table: LatencyTable, axis: str) -> tuple[list[int], list[int]]:
     lo, hi = table.ranges[axis]
-    step = LATTICE[axis]
-    on_lattice = [v for v in range(lo, hi + 1) if v % step == 0 or v == lo] or list(range(lo, hi + 1))
+    spacing = LATTICE[axis]
+    on_lattice = [v for v in range(lo, hi + 1) if v % spacing == 0 or v == lo] or list(range(lo, hi + 1))
     off_grid = [v for v in on_lattice if v not in table.grid[axis]]
     return on_lattice, off_grid or on_lattice
 

@@ -1,8 +1,8 @@
 """The latency-aware pruning criterion I_S^L = I_S − η·(Lat(W) − Lat(W∖S)) over candidate groups (NViT Eq. 7).
 
-A candidate group is the `step` least important open units of one dimension of one block (or of EMB). Its Hessian
-importance I_S is the sum of its units' importances (the units are chosen after scoring, so cross terms between
-them are not estimated). Its latency term is the exact group delta from one `deltas` query.
+A candidate group is the `group_size` least important open units of one dimension of one block (or of EMB). Its
+Hessian importance I_S is the sum of its units' importances (the units are chosen after scoring, so cross terms
+between them are not estimated). Its latency term is the exact group delta from one `deltas` query.
 
 Normalisation: I_S is in loss² units and its scale changes with the loss, the data and training; the latency delta
 is in ms. Each term is divided by its mean over the current candidates, so both are dimensionless and about 1 on
@@ -76,7 +76,7 @@ def candidates(
     importance: Gates,
     deltas_emb: float | None,
     deltas_blocks: list[Mapping[str, float | None]],
-    step: Mapping[str, int],
+    group_size: Mapping[str, int],
     min_width: Mapping[str, int],
 ) -> list[Candidate]:
     """Every group that may be removed now: its width stays >= min_width and the latency source gave a delta."""
@@ -84,9 +84,9 @@ def candidates(
 
     def consider(axis: str, block: int | None, gate: torch.Tensor, imp: torch.Tensor, delta: float | None) -> None:
         width = int(gate.count_nonzero())
-        if delta is None or width - step[axis] < min_width[axis]:
+        if delta is None or width - group_size[axis] < min_width[axis]:
             return
-        units = least_important_units(imp, gate, step[axis])
+        units = least_important_units(imp, gate, group_size[axis])
         out.append(Candidate(axis, block, units, float(imp[units].sum()), float(delta)))
 
     consider("emb", None, gates.emb, importance.emb, deltas_emb)

@@ -12,7 +12,7 @@ differs from the default here in five ways, each a field of `CriterionPreset`:
   (6, then 2 again because Q/K/V weights are among its sources), QK 2, V 2, MLP 1;
 - the latency term (`latency_term`): η times the latency saved in seconds, subtracted from the importance as is
   (the default divides importance and saving each by their mean over the candidates), with η = 5e-4;
-- heads removed two at a time (`step_sizes`; the other groups, EMB 16, QK 8, V 8, MLP 16, are the default's);
+- heads removed two at a time (`group_sizes`; the other groups, EMB 16, QK 8, V 8, MLP 16, are the default's);
 - importance averaged over each pruning interval, then a momentum average across intervals (`interval_momentum`
   0.9; the first interval's average is taken as is).
 
@@ -39,7 +39,7 @@ class CriterionPreset:
     rescale: Mapping[str, float] = field(default_factory=dict)
     latency_term: LatencyTerm = "normalised"
     eta: float = 1.0
-    step_sizes: Mapping[str, int] = field(default_factory=dict)
+    group_sizes: Mapping[str, int] = field(default_factory=dict)
     interval_momentum: float | None = None
 
     def divisor(self, axis: str) -> float:
@@ -54,7 +54,7 @@ NVIT = CriterionPreset(
     rescale={"emb": 12.0, "heads": 12.0, "qk": 2.0, "v": 2.0, "mlp": 1.0},
     latency_term="seconds",
     eta=5e-4,
-    step_sizes={"heads": 2},
+    group_sizes={"heads": 2},
     interval_momentum=0.9,
 )
 

@@ -29,7 +29,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lut_server.dims import AXES, ModelDims
-from lut_server.latency_table import DEFAULT_STEP
+from lut_server.group_size import DEFAULT_GROUP_SIZE
 from profiler.vit import VisionTransformer
 from pruner.compaction import compact
 from pruner.criterion import Candidate, candidates, score
@@ -51,7 +51,7 @@ class LatencySource(Protocol):
 
     def model_latency(self, model: ModelDims) -> float: ...
 
-    def deltas(self, model: ModelDims, step: Mapping[str, int] | None = None) -> Any: ...
+    def deltas(self, model: ModelDims, group_size: Mapping[str, int] | None = None) -> Any: ...
 
 
 @dataclass
@@ -106,14 +106,14 @@ class Pruner:
     """Latency-aware global structural pruning of a `profiler.vit.VisionTransformer` (NViT §3).
 
     `criterion` picks a preset (`pruner.criterion_preset`): "default", or "nvit" for the NViT authors' own choices;
-    `eta` and `step_sizes`, when given, override the preset's.
+    `eta` and `group_sizes` (units one group removes, per axis), when given, override the preset's.
     """
 
     model: VisionTransformer
     latency: LatencySource
     target_ratio: float = 0.5
     eta: float | None = None
-    step_sizes: Mapping[str, int] | None = None
+    group_sizes: Mapping[str, int] | None = None
     groups_per_step: int = 1
     momentum: float | None = None
     grad_scaler: torch.amp.GradScaler | None = None
@@ -130,10 +130,10 @@ class Pruner:
         self.preset = criterion_preset(self.criterion)
         if self.eta is None:
             self.eta = self.preset.eta
-        self.step_sizes = {**DEFAULT_STEP, **self.preset.step_sizes, **(self.step_sizes or {})}
-        unknown = sorted(set(self.step_sizes) - set(AXES))
+        self.group_sizes = {**DEFAULT_GROUP_SIZE, **self.preset.group_sizes, **(self.group_sizes or {})}
+        unknown = sorted(set(self.group_sizes) - set(AXES))
         if unknown:
-            raise ValueError(f"step_sizes has unknown axes {unknown}; axes are {list(AXES)}")
+            raise ValueError(f"group_sizes has unknown axes {unknown}; axes are {list(AXES)}")
         ranges = dict(self.latency.ranges)
         dims = self.model.model_dims
         for axis, (lo, hi) in ranges.items():
@@ -148,7 +148,7 @@ class Pruner:
         )
         self.table_identity = source_identity(self.latency)
         # never remove a dimension entirely, and never leave the table's range
-        self.min_width = {a: max(self.step_sizes[a], ranges.get(a, (1, 0))[0]) for a in AXES}
+        self.min_width = {a: max(self.group_sizes[a], ranges.get(a, (1, 0))[0]) for a in AXES}
         self.gates = Gates.ones_like(self.model)
         self.importance = ImportanceAccumulator(self.gates, self.momentum, self.preset.interval_momentum)
         # per-unit divisors applied to each batch's gate gradient before squaring (None: all 1)
@@ -201,7 +201,7 @@ class Pruner:
         return {
             "criterion": self.criterion,
             "eta": self.eta,
-            "step_sizes": dict(self.step_sizes or {}),
+            "group_sizes": dict(self.group_sizes or {}),
             "groups_per_step": self.groups_per_step,
             "momentum": self.momentum,
         }
@@ -227,6 +227,8 @@ class Pruner:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"pruner state version {state.get('version')}, this pruner reads {STATE_VERSION}")
         saved_settings = {"criterion": "default", **state["settings"]}  # states from before presets: the default
+        if "step_sizes" in saved_settings:  # the group sizes' name in states written before `group_sizes`
+            saved_settings.setdefault("group_sizes", saved_settings.pop("step_sizes"))
         if saved_settings != self.settings():
             raise ValueError(f"pruner settings differ from the saved run's: {saved_settings} vs {self.settings()}")
         saved_table, here = state.get("table"), self.table_identity
@@ -282,7 +284,7 @@ class Pruner:
 
     def _decide(self) -> dict[str, Any]:
         """One latency query and the groups to remove (runs on rank 0 only)."""
-        deltas = self.latency.deltas(self.dims, self.step_sizes)
+        deltas = self.latency.deltas(self.dims, self.group_sizes)
         current = float(deltas.total_ms)
         original = self.original_ms if self.original_ms is not None else current
         target = self.target_ratio * original
@@ -293,7 +295,7 @@ class Pruner:
         acted = not exhausted and current > target
         if acted:
             cands = candidates(
-                self.gates, self.importance.value(), deltas.emb, deltas.blocks, self.step_sizes, self.min_width
+                self.gates, self.importance.value(), deltas.emb, deltas.blocks, self.group_sizes, self.min_width
             )
             count = len(cands)
             used: set[str] = set()

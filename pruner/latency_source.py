@@ -144,8 +144,8 @@ class PinnedLatency:
                 print(f"latency server unreachable ({exc}); answering from the pinned local copy", file=sys.stderr)
             return getattr(self.fallback, name)(*args)
 
-    def deltas(self, model: ModelDims, step: Mapping[str, int] | None = None) -> GroupDeltas:
-        return self._ask("deltas", model, step)
+    def deltas(self, model: ModelDims, group_size: Mapping[str, int] | None = None) -> GroupDeltas:
+        return self._ask("deltas", model, group_size)
 
     def model_latency(self, model: ModelDims) -> float:
         return self._ask("model_latency", model)

@@ -102,7 +102,7 @@ class SummaryOnlySource:
     def ranges(self) -> dict[str, tuple[int, int]]:
         return {axis: (int(lo), int(hi)) for axis, (lo, hi) in self._summary["ranges"].items()}
 
-    def deltas(self, model: ModelDims, step: Any = None) -> Any:
+    def deltas(self, model: ModelDims, group_size: Any = None) -> Any:
         raise RuntimeError("only rank 0 queries the latency source")
 
     def model_latency(self, model: ModelDims) -> float:

@@ -35,8 +35,8 @@ DEMO_GRID = GridSpec(
     },
     DEFAULT_PARTS,
 )
-"""EMB on every pruning step (16): it scales every operation, and latency along it bends where activations stop
-fitting in cache, so interpolating across 32-wide EMB cells can misjudge an EMB group by up to 2x."""
+"""EMB at every multiple of its group size (16): it scales every operation, and latency along it bends where
+activations stop fitting in cache, so interpolating across 32-wide EMB cells can misjudge an EMB group by up to 2x."""
 DEMO_PROTOCOL = Protocol(warmup_s=0.2, min_repeats=15, min_duration_s=0.5, max_rel_iqr=0.06, remeasure=2)
 """Longer than the default: on a small shared machine (2 cores, other work beside) timings wander by 10-20%
 between repeats, and more repeats over a longer window keep a cell's median within the table's noise."""

@@ -76,7 +76,7 @@ def test_the_server_serves_a_fused_table(tmp_path: Path) -> None:
     (summary,) = client.get("/v1/tables").json()["tables"]
     assert summary["parts"] == ["attn", "mlp", "stem", "head"]
     model = random_model(1)
-    answer = client.post("/v1/tables/fused/deltas", json=model.as_dict() | {"step": {"qk": 8}})
+    answer = client.post("/v1/tables/fused/deltas", json=model.as_dict() | {"group_size": {"qk": 8}})
     assert answer.status_code == 200
     local = LatencyTable(make_table(functions=fused_functions())).deltas(model, {"qk": 8})
     assert answer.json()["total_ms"] == pytest.approx(local.total_ms, rel=1e-12)

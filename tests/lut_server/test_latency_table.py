@@ -72,13 +72,13 @@ def test_out_of_range_queries_name_the_axis_and_range(axis, value):
 def test_group_deltas_are_exact_differences_of_model_latency():
     table = LatencyTable(make_table())
     model = ModelDims(128, (BlockWidths(4, 32, 16, 512), BlockWidths(2, 24, 32, 300), BlockWidths(1, 16, 8, 64)))
-    step = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
-    d = table.deltas(model, step)
+    group_size = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
+    d = table.deltas(model, group_size)
     base = table.model_latency(model)
     assert d.total_ms == pytest.approx(base, rel=1e-12)
     for i, block in enumerate(model.blocks):
         for axis in ("heads", "qk", "v", "mlp"):
-            reduced = getattr(block, axis) - step[axis]
+            reduced = getattr(block, axis) - group_size[axis]
             if reduced < 1:
                 assert d.blocks[i][axis] is None  # cannot remove the last unit
                 continue
@@ -94,16 +94,27 @@ def test_group_deltas_are_exact_differences_of_model_latency():
 
 def test_deltas_below_the_table_range_extrapolate_linearly():
     table = LatencyTable(make_table())
-    model = ModelDims(128, (BlockWidths(2, 8, 16, 256),))  # qk 8 - step 4 = 4 is below the grid's 8
+    model = ModelDims(128, (BlockWidths(2, 8, 16, 256),))  # qk 8 - group size 4 = 4 is below the grid's 8
     d = table.deltas(model, {"qk": 4})
     expected = FUNCS["attn_qk"](128, 2, 8) - FUNCS["attn_qk"](128, 2, 4)  # the function is linear in qk
     assert d.blocks[0]["qk"] == pytest.approx(expected, rel=1e-9)
 
 
-def test_bad_step_is_refused():
+def test_bad_group_size_is_refused():
     table = LatencyTable(make_table())
-    with pytest.raises(QueryError, match=r"step\.qk"):
+    with pytest.raises(QueryError, match=r"group_size\.qk") as err:
         table.deltas(ModelDims(128, (BlockWidths(2, 16, 16, 256),)), {"qk": 0})
+    assert err.value.field == "group_size.qk"
+
+
+def test_step_is_a_deprecated_name_for_group_size():
+    table = LatencyTable(make_table())
+    model = ModelDims(128, (BlockWidths(2, 16, 16, 256),))
+    with pytest.warns(DeprecationWarning, match="group_size"):
+        old = table.deltas(model, step={"qk": 4})
+    assert old == table.deltas(model, group_size={"qk": 4}) != table.deltas(model)
+    with pytest.raises(TypeError, match="both"):
+        table.deltas(model, {"qk": 4}, step={"qk": 4})
 
 
 def test_served_latency_never_decreases_with_width():

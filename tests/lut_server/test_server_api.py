@@ -114,14 +114,30 @@ def test_non_finite_and_malformed_json_get_422_not_500(client: TestClient, raw: 
     assert "JSON" in answer.json()["detail"]
 
 
-def test_deltas_step_and_block_count_checks(client: TestClient) -> None:
+@pytest.mark.parametrize("key", ["group_size", "step"])
+def test_deltas_group_size_and_block_count_checks(client: TestClient, key: str) -> None:
     model = {"emb": 128, "blocks": [{"heads": 2, "qk": 16, "v": 16, "mlp": 256}]}
-    bad_step = client.post("/v1/tables/small/deltas", json=model | {"step": {"qk": 0}})
-    assert (bad_step.status_code, bad_step.json()["field"]) == (422, "step.qk")
-    unknown_step = client.post("/v1/tables/small/deltas", json=model | {"step": {"depth": 1}})
-    assert (unknown_step.status_code, unknown_step.json()["field"]) == (422, "step.depth")
+    bad_size = client.post("/v1/tables/small/deltas", json=model | {key: {"qk": 0}})
+    assert (bad_size.status_code, bad_size.json()["field"]) == (422, f"{key}.qk")
+    unknown_axis = client.post("/v1/tables/small/deltas", json=model | {key: {"depth": 1}})
+    assert (unknown_axis.status_code, unknown_axis.json()["field"]) == (422, f"{key}.depth")
     empty = client.post("/v1/tables/small/deltas", json={"emb": 128, "blocks": []})
     assert (empty.status_code, empty.json()["field"]) == (422, "blocks")
+
+
+def test_deltas_take_group_size_under_either_name_but_not_both(client: TestClient) -> None:
+    model = {"emb": 128, "blocks": [{"heads": 2, "qk": 16, "v": 16, "mlp": 256}]}
+    default = client.post("/v1/tables/small/deltas", json=model).json()
+    by_name = client.post("/v1/tables/small/deltas", json=model | {"group_size": {"qk": 4, "emb": 32}}).json()
+    by_old_name = client.post("/v1/tables/small/deltas", json=model | {"step": {"qk": 4, "emb": 32}}).json()
+    local = LatencyTable(make_table(), "small").deltas(ModelDims.from_dict(model), {"qk": 4, "emb": 32}).as_dict()
+    assert by_name == by_old_name == json.loads(json.dumps(local))
+    assert by_name["blocks"][0]["qk"] != default["blocks"][0]["qk"] and by_name["emb"] != default["emb"]
+    both = client.post("/v1/tables/small/deltas", json=model | {"group_size": {"qk": 4}, "step": {"qk": 4}})
+    assert (both.status_code, both.json()["field"]) == (422, "group_size")
+    assert "not both" in both.json()["detail"] and "step" in both.json()["detail"]
+    properties = client.get("/openapi.json").json()["components"]["schemas"]["DeltasRequest"]["properties"]
+    assert "group_size" in properties and "step" not in properties
 
 
 def test_more_than_the_block_limit_gets_413(tables_dir: Path) -> None:

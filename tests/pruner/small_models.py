@@ -58,9 +58,9 @@ class CountingLatency:
     def ranges(self):
         return self.inner.ranges
 
-    def deltas(self, model, step=None):
+    def deltas(self, model, group_size=None):
         self.calls["deltas"] += 1
-        return self.inner.deltas(model, step)
+        return self.inner.deltas(model, group_size)
 
     def model_latency(self, model):
         self.calls["model_latency"] += 1

@@ -120,7 +120,7 @@ def test_latency_term_is_eta_times_seconds_unnormalised():
 def test_a_pruning_step_removes_heads_in_pairs_and_scores_in_seconds():
     model = small_model()
     p = Pruner(model, latency=small_table(), target_ratio=0.3, groups_per_step=8, criterion="nvit")
-    assert p.eta == 5e-4 and p.step_sizes["heads"] == 2
+    assert p.eta == 5e-4 and p.group_sizes["heads"] == 2
     for s in range(3):
         x, y = batch(s)
         model.zero_grad()
@@ -128,8 +128,8 @@ def test_a_pruning_step_removes_heads_in_pairs_and_scores_in_seconds():
         p.accumulate()
     importance = p.importance.value()
     # every head candidate is two heads wide: block 0 (4 heads) offers one, block 1 (3 heads, minimum 2) none
-    deltas = small_table().deltas(p.dims, p.step_sizes)
-    cands = candidates(p.gates, importance, deltas.emb, deltas.blocks, p.step_sizes, p.min_width)
+    deltas = small_table().deltas(p.dims, p.group_sizes)
+    cands = candidates(p.gates, importance, deltas.emb, deltas.blocks, p.group_sizes, p.min_width)
     assert [(c.block, len(c.units)) for c in cands if c.axis == "heads"] == [(0, 2)]
     record = p.step()
     assert record.removed
@@ -176,6 +176,28 @@ def test_the_criterion_is_part_of_the_saved_settings():
     torch.testing.assert_close(resumed.importance.value().flat(), p.importance.value().flat())
     with pytest.raises(ValueError, match="settings differ"):
         Pruner(small_model(), latency=small_table(), target_ratio=0.3).load_state_dict(state)
+
+
+def test_a_state_that_calls_the_group_sizes_step_sizes_still_loads():
+    model = small_model()
+    p = Pruner(model, latency=small_table(), target_ratio=0.3, criterion="nvit")
+    for s in range(2):
+        x, y = batch(s)
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        p.accumulate()
+    p.step()
+    state = p.state_dict()
+    old = {**state, "settings": {("step_sizes" if k == "group_sizes" else k): v for k, v in state["settings"].items()}}
+    assert "group_sizes" not in old["settings"] and old["settings"]["step_sizes"]["heads"] == 2
+    resumed = Pruner(small_model(), latency=small_table(), target_ratio=0.3, criterion="nvit")
+    resumed.load_state_dict(old)
+    assert resumed.dims == p.dims and resumed.history == p.history and resumed.predicted_ms == p.predicted_ms
+    assert resumed.state_dict()["settings"] == state["settings"]  # written back under the new name
+    # the old key is compared, not dropped: other group sizes are still refused
+    other = {**old, "settings": {**old["settings"], "step_sizes": {**old["settings"]["step_sizes"], "heads": 1}}}
+    with pytest.raises(ValueError, match="settings differ"):
+        Pruner(small_model(), latency=small_table(), target_ratio=0.3, criterion="nvit").load_state_dict(other)
 
 
 def test_presets_and_the_command_line():

@@ -37,8 +37,8 @@ class FakeServer:
             from lut_server.dims import ModelDims
 
             body = json.loads(request.content)
-            step = body.pop("step", None)
-            return httpx.Response(200, json=self.table.deltas(ModelDims.from_dict(body), step).as_dict())
+            group_size = body.pop("step", None)  # the client sends the group sizes under `step`
+            return httpx.Response(200, json=self.table.deltas(ModelDims.from_dict(body), group_size).as_dict())
         return httpx.Response(200, json=self.table.data)
 
     def client(self, **kwargs) -> LatencyClient:

@@ -109,15 +109,15 @@ def test_eta_trades_importance_for_latency():
         (cand,) = record.removed
         removed[eta] = cand
         table = small_table()
-        deltas = table.deltas(small_model().model_dims, p.step_sizes)
+        deltas = table.deltas(small_model().model_dims, p.group_sizes)
         if eta == 0.0:
             best = min(
                 [(float(importance.emb.sort().values[:16].sum()), "emb")]
                 + [
-                    (float(b.get(a).sort().values[: p.step_sizes[a]].sum()), f"blocks.{i}.{a}")
+                    (float(b.get(a).sort().values[: p.group_sizes[a]].sum()), f"blocks.{i}.{a}")
                     for i, b in enumerate(importance.blocks)
                     for a in ("heads", "qk", "v", "mlp")
-                    if b.get(a).numel() - p.step_sizes[a] >= p.min_width[a]
+                    if b.get(a).numel() - p.group_sizes[a] >= p.min_width[a]
                 ]
             )
             assert cand.name == best[1]
@@ -127,7 +127,7 @@ def test_eta_trades_importance_for_latency():
                 f"blocks.{i}.{a}": d[a]
                 for i, d in enumerate(deltas.blocks)
                 for a in d
-                if d[a] is not None and getattr(start[i], a) - p.step_sizes[a] >= p.min_width[a]
+                if d[a] is not None and getattr(start[i], a) - p.group_sizes[a] >= p.min_width[a]
             }
             assert cand.latency_saved_ms == pytest.approx(max(savings.values()))
     assert removed[0.0].name != removed[100.0].name

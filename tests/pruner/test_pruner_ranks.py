@@ -29,7 +29,7 @@ class FailingLatency:
     def ranges(self):
         return self.inner.ranges
 
-    def deltas(self, model, step=None):
+    def deltas(self, model, group_size=None):
         raise LatencyServiceError("POST http://lut/v1/tables/small/deltas failed after 6 attempts", "http://lut")
 
     def model_latency(self, model):
