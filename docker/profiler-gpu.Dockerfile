@@ -31,10 +31,11 @@ COPY pruner/ pruner/
 # Keep the image's own CUDA build of torch: install the project without its torch pin, then the rest by hand.
 # onnxruntime-gpu provides the `onnxruntime` module with the CUDA provider; the CPU-only onnxruntime package is
 # not installed beside it (both write the same module). 1.19 to 1.26 are its CUDA 12 builds on PyPI (1.27 and later
-# need CUDA 13), as the image's CUDA is; the build fails where another onnxruntime ended up installed.
+# need CUDA 13), as the image's CUDA is; the build fails where another onnxruntime ended up installed. onnx 1.17 is
+# the first that knows opset 22, which bf16 graphs are converted to.
 RUN pip install --no-deps . \
     && pip install "numpy>=1.26" "scipy>=1.11" "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.6" "httpx>=0.27" \
-        "tqdm>=4.66" "onnx>=1.16" "onnxruntime-gpu>=1.19,<1.27" \
+        "tqdm>=4.66" "onnx>=1.17" "onnxruntime-gpu>=1.19,<1.27" \
     && (python -c "import tensorrt" 2>/dev/null || pip install "${TENSORRT}") \
     && python -c "from importlib.metadata import distributions, requires, version as v; \
 major_minor = lambda name: tuple(int(p) for p in v(name).split('+')[0].split('.')[:2]); \

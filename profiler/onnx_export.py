@@ -17,7 +17,8 @@ Opset: 17 (LayerNormalization as one op) unless the graph holds bfloat16, which 
 embedding) accepts only from opset 22 on: a bf16 graph at 17 fails `onnx.checker.check_model(full_check=True)`.
 The TorchScript exporter emits opsets up to 20, so a higher opset is reached by exporting at 20 and converting
 with ONNX's version converter (its adapters from 20 to 22 only widen operator types); the opset written is read
-back from the model and returned with it.
+back from the model and returned with it. Converting to 22 needs onnx 1.17 or later (onnx 1.16 knows opsets up to
+21); an opset the installed onnx does not know is refused before anything is exported.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ EXPORTERS: tuple[str, ...] = ("torchscript", "dynamo")
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from opset 17 on, which both runtimes fuse well
 BF16_MIN_OPSET = 22  # Conv takes bfloat16 from opset 22 on
 TORCHSCRIPT_MAX_OPSET = 20  # the highest opset torch's TorchScript exporter emits (it warns above it)
+ONNX_REQUIREMENT = "onnx>=1.17"
+"""The onnx the profiler needs: 1.17 is the first release that knows opset 22 (BF16_MIN_OPSET), which its version
+converter must reach for a bf16 graph (onnx.helper.VERSION_TABLE)."""
 
 
 def default_opset(dtype: torch.dtype) -> int:
@@ -44,10 +48,18 @@ def default_opset(dtype: torch.dtype) -> int:
 
 
 def check_opset(dtype: torch.dtype, opset: int) -> None:
-    """Refuse an opset at which a graph in `dtype` would not be valid ONNX."""
+    """Refuse an opset at which a graph in `dtype` would not be valid ONNX, or that the installed onnx does not
+    know (its version converter and checker would fail mid-sweep)."""
     if dtype == torch.bfloat16 and opset < BF16_MIN_OPSET:
         raise ValueError(f"a bfloat16 graph needs ONNX opset {BF16_MIN_OPSET} or later (Conv takes bfloat16 from "
                          f"{BF16_MIN_OPSET} on), not {opset}")  # fmt: skip
+    import onnx.defs  # here, not at the top: importing the pruner (timm's environment, say) must not need onnx
+
+    known = onnx.defs.onnx_opset_version()
+    if known < opset:
+        upgrade = f"pip install '{ONNX_REQUIREMENT}'" if opset <= BF16_MIN_OPSET else "upgrade onnx"
+        raise ValueError(f"the installed onnx {onnx.__version__} knows ONNX opsets up to {known}, and the graph is "
+                         f"exported at opset {opset}: {upgrade}")  # fmt: skip
 
 
 def _graph_dtype(module: nn.Module, inputs: tuple[Tensor, ...]) -> torch.dtype:

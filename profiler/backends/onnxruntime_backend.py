@@ -33,7 +33,7 @@ from profiler.backends.runners import CudaEventRunner, HostClockRunner
 from profiler.backends.tf32_environment import check_tf32_environment
 from profiler.environment import package_version
 from profiler.fingerprint import cpu_device, software
-from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, export_onnx
+from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, check_opset, export_onnx
 from profiler.timing import Runner
 from profiler.workload import FUSED_ATTENTION, SCORES_VALUES, initial_state, stage_inputs, stage_io
 
@@ -183,6 +183,7 @@ class OnnxRuntimeBackend(Backend):
             require_supported_gpu(self.name)
         if self.provider == "cpu" and precision != "fp32":
             raise ValueError("onnxruntime on the CPU provider is profiled in fp32 only (fp16 runs unfused there)")
+        check_opset(self.dtype, self.opset)  # before a sweep, not at its first export
         self._cuda_stream: torch.cuda.Stream | None = None
 
     @property
