@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -41,7 +42,8 @@ PROTOCOL = Protocol(warmup_s=0.1, min_repeats=10, min_duration_s=0.25, max_durat
 DEADLINE_S = 100.0
 """The doctor's time budget: measurements are not started after it (a backend not reached is listed as usable but
 not timed; one reached is stopped between measurements), so the doctor ends within two minutes. What can overrun
-it is the one measurement under way, a TensorRT engine build included."""
+it is the one measurement under way, a TensorRT engine build included: the slowest measurement so far, of any
+backend, is kept free at the end (TimeBudget), so TensorRT's first one does not start with seconds left."""
 STOPPED = "stopped at the time limit"
 TIMING_ORDER = ("torch-cpu", "onnxruntime", "torch-cuda", "tensorrt")
 """Backends are timed fastest-to-prepare first: TensorRT builds an engine for every runner it prepares."""
@@ -109,25 +111,40 @@ def fits_before(deadline: float | None, now: float, slowest_s: float) -> bool:
     return deadline is None or deadline - now >= slowest_s
 
 
-def time_backend(backend: Backend, deadline: float | None = None) -> dict[str, Any]:
+@dataclass
+class TimeBudget:
+    """The doctor's deadline (a perf_counter time; None: none) and the slowest measurement seen so far, shared by
+    every backend it times: a backend's first measurement starts only if the slowest one of those before it fits."""
+
+    deadline: float | None = None
+    slowest_s: float = 0.0
+
+    def fits(self, now: float) -> bool:
+        return fits_before(self.deadline, now, self.slowest_s)
+
+    def took(self, seconds: float) -> None:
+        self.slowest_s = max(self.slowest_s, seconds)
+
+
+def time_backend(backend: Backend, budget: TimeBudget | None = None) -> dict[str, Any]:
     """The mid-size block as parts inside the block and as a whole; the 4-block model against its blocks. No
-    measurement (runner preparation included) is started after `deadline` (a perf_counter time), nor when the time
-    left is less than the slowest one so far: what was not timed is None and `stopped` says so."""
+    measurement (runner preparation included) is started after the budget's deadline, nor when the time left is
+    less than the slowest one so far (this backend's or an earlier one's): what was not timed is None and
+    `stopped` says so. The budget's slowest measurement is updated with this backend's."""
+    budget = TimeBudget() if budget is None else budget
     workload = GPU_WORKLOAD if backend.environment()["device"]["kind"] == "gpu" else CPU_WORKLOAD
     names, stages, inputs = build_pipeline(
         MID_BLOCK, workload, with_model_parts=False, block_stages=backend.block_stages
     )
     skipped: list[str] = []
-    slowest_s = 0.0
 
     def timed(what: str, runner: Callable[[], Runner]) -> Measurement | None:
-        nonlocal slowest_s
         started = time.perf_counter()
-        if skipped or not fits_before(deadline, started, slowest_s):
+        if skipped or not budget.fits(started):
             skipped.append(what)
             return None
         measurement = measure(runner(), PROTOCOL)
-        slowest_s = max(slowest_s, time.perf_counter() - started)
+        budget.took(time.perf_counter() - started)
         return measurement
 
     parts = timed("parts", lambda: backend.prepare_pipeline(stages, inputs))
@@ -174,7 +191,7 @@ def _median_ms(m: Measurement | None) -> float | None:
 
 def diagnose(deadline_s: float = DEADLINE_S) -> dict[str, Any]:
     started = time.perf_counter()
-    deadline = started + deadline_s
+    budget = TimeBudget(started + deadline_s)
     report: dict[str, Any] = {"fingerprint": fingerprint(), "backends": {}}
     names = backend_names()
     for name in [n for n in TIMING_ORDER if n in names] + [n for n in names if n not in TIMING_ORDER]:
@@ -183,12 +200,13 @@ def diagnose(deadline_s: float = DEADLINE_S) -> dict[str, Any]:
             report["backends"][name] = {"usable": False, "reason": reason}
             continue
         entry: dict[str, Any] = {"usable": True, "settings": backend.settings()}
-        if time.perf_counter() > deadline:
+        if not budget.fits(time.perf_counter()):
             entry["timing"] = None
-            entry["note"] = f"not timed: the doctor's {deadline_s:.0f} s budget was spent"
+            entry["note"] = (f"not timed: less of the doctor's {deadline_s:.0f} s budget is left than its slowest "
+                             f"measurement so far took ({budget.slowest_s:.1f} s)")  # fmt: skip
         else:
             try:
-                entry["timing"] = time_backend(backend, deadline)
+                entry["timing"] = time_backend(backend, budget)
             except Exception as exc:
                 entry.update(usable=False, timing=None, reason=f"failed while timing: {type(exc).__name__}: {exc}")
         backend.close()

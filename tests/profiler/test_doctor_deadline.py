@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 
 from profiler.backends import create_backend
-from profiler.doctor import STOPPED, TIMING_ORDER, diagnose, render, time_backend
+from profiler.doctor import STOPPED, TIMING_ORDER, TimeBudget, diagnose, render, time_backend
 
 
 def test_a_backend_is_stopped_between_measurements_at_the_deadline() -> None:
     backend = create_backend("torch-cpu", "fp32", 1)
     started = time.perf_counter()
-    timing = time_backend(backend, deadline=started + 0.2)  # one measurement takes >= 0.35 s (warm-up + 0.25 s)
+    timing = time_backend(backend, TimeBudget(started + 0.2))  # one measurement takes >= 0.35 s (warm-up + 0.25 s)
     took = time.perf_counter() - started
     assert timing["parts_ms"] is not None and timing["parts_sum_ms"] > 0  # started before the deadline
     assert timing["block_ms"] is None and timing["model_ms"] is None and timing["parts_vs_block_pct"] is None
@@ -28,7 +28,7 @@ def test_a_backend_is_stopped_between_measurements_at_the_deadline() -> None:
 
 
 def test_nothing_is_timed_past_the_deadline() -> None:
-    timing = time_backend(create_backend("torch-cpu", "fp32", 1), deadline=time.perf_counter() - 1.0)
+    timing = time_backend(create_backend("torch-cpu", "fp32", 1), TimeBudget(time.perf_counter() - 1.0))
     assert timing["parts_ms"] is None and timing["block_ms"] is None and timing["blocks_sum_ms"] is None
     assert timing["stopped"].count(",") == 7  # parts, block, block again, four blocks alone, model
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from profiler.backends import create_backend
-from profiler.doctor import STOPPED, fits_before, time_backend
+from profiler.doctor import STOPPED, TimeBudget, fits_before, time_backend
 
 
 def test_fits_before() -> None:
@@ -21,7 +21,7 @@ def test_a_measurement_that_would_overrun_is_not_started() -> None:
     backend = create_backend("torch-cpu", "fp32", 1)
     started = time.perf_counter()
     # The first measurement takes >= 0.35 s (warm-up + 0.25 s), so less than that is left of 0.6 s after it.
-    timing = time_backend(backend, deadline=started + 0.6)
+    timing = time_backend(backend, TimeBudget(started + 0.6))
     took = time.perf_counter() - started
     assert timing["parts_ms"] is not None and timing["parts_sum_ms"] > 0
     assert timing["block_ms"] is None and timing["model_ms"] is None
