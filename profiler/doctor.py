@@ -7,6 +7,10 @@ that can, a mid-size block timed as its parts inside the running block and as a 
 against the sum of its blocks timed alone. Those give the two errors a table built from parts carries here (the
 split and the stacking), next to the timer noise (the same block timed twice), so the user sees whether the part
 split holds on this device before spending hours on a sweep. Exit 0 when at least one backend works.
+
+A backend that refuses to pick the CPU by itself on a GPU machine whose package lacks the GPU's provider
+(onnxruntime) is timed on the CPU here, with the reason the GPU is not used beside its figures: doctor takes no
+`--provider` to ask for the CPU, and a backend listed as unusable would hide that it runs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from torch import nn
 
 from lut_server.dims import BlockDims
-from profiler.backends import Backend, BackendUnavailable, backend_names, create_backend
+from profiler.backends import Backend, BackendUnavailable, GpuProviderMissing, backend_names, create_backend
 from profiler.backends.glibc_malloc import default_allocator
 from profiler.fingerprint import cpu_device
 from profiler.timing import Measurement, Protocol, Runner, measure
@@ -92,13 +96,22 @@ def fingerprint() -> dict[str, Any]:
     return facts
 
 
-def _create(name: str) -> tuple[Backend | None, str | None]:
+def _create(name: str) -> tuple[Backend | None, str | None, str | None]:
+    """The backend as doctor times it, or the reason it cannot run; and, for one that runs on the CPU because the
+    GPU's package is missing (onnxruntime without its CUDA provider), why the GPU is not used."""
     choice = dict(CHOICES.get(name, {"precision": "fp32"}))
     precision, threads = choice.pop("precision"), choice.pop("threads", None)
     try:
-        return create_backend(name, precision, threads, **choice), None
+        return create_backend(name, precision, threads, **choice), None, None
+    except GpuProviderMissing as exc:
+        gpu_reason = str(exc)
+        choice.update(exc.cpu_options)
     except (BackendUnavailable, ValueError) as exc:
-        return None, str(exc)
+        return None, str(exc), None
+    try:
+        return create_backend(name, precision, threads, **choice), None, gpu_reason
+    except (BackendUnavailable, ValueError) as exc:
+        return None, f"{gpu_reason}; on the CPU: {exc}", None
 
 
 def _pct(value: float, reference: float) -> float:
@@ -195,11 +208,13 @@ def diagnose(deadline_s: float = DEADLINE_S) -> dict[str, Any]:
     report: dict[str, Any] = {"fingerprint": fingerprint(), "backends": {}}
     names = backend_names()
     for name in [n for n in TIMING_ORDER if n in names] + [n for n in names if n not in TIMING_ORDER]:
-        backend, reason = _create(name)
+        backend, reason, gpu_reason = _create(name)
         if backend is None:
             report["backends"][name] = {"usable": False, "reason": reason}
             continue
         entry: dict[str, Any] = {"usable": True, "settings": backend.settings()}
+        if gpu_reason is not None:
+            entry["gpu_unusable"] = gpu_reason  # timed on the CPU instead
         if not budget.fits(time.perf_counter()):
             entry["timing"] = None
             entry["note"] = (f"not timed: less of the doctor's {deadline_s:.0f} s budget is left than its slowest "
@@ -229,6 +244,8 @@ def render(report: dict[str, Any]) -> str:
         if not entry["usable"]:
             lines.append(f"{name}: not usable here: {entry['reason']}")
             continue
+        if entry.get("gpu_unusable"):
+            lines.append(f"{name}: not usable on the GPU: {entry['gpu_unusable']}; timed on the CPU")
         t = entry.get("timing")
         if t is None:
             lines.append(f"{name}: usable; {entry.get('note', '')}")

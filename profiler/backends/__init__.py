@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from profiler.backends.base import Backend, BackendUnavailable
+from profiler.backends.base import Backend, BackendUnavailable, GpuProviderMissing
 
 _BACKENDS: dict[str, str] = {
     "torch-cpu": "profiler.backends.torch_cpu:TorchCpuBackend",
@@ -34,4 +34,4 @@ def create_backend(name: str, precision: str, threads: int | None = None, **opti
     return backend
 
 
-__all__ = ["Backend", "BackendUnavailable", "backend_names", "create_backend"]
+__all__ = ["Backend", "BackendUnavailable", "GpuProviderMissing", "backend_names", "create_backend"]

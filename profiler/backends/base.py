@@ -26,6 +26,15 @@ class BackendUnavailable(RuntimeError):
     """The backend cannot run here (no GPU, library missing, GPU too old); the message says what is missing."""
 
 
+class GpuProviderMissing(BackendUnavailable):
+    """A GPU is here but the installed package cannot use it, so the backend refuses to pick the CPU by itself; it
+    still runs on the CPU with `cpu_options`, which `doctor` (that takes no options) uses, showing this reason."""
+
+    def __init__(self, message: str, cpu_options: dict[str, Any]):
+        super().__init__(message)
+        self.cpu_options = cpu_options
+
+
 class Backend(ABC):
     """Turns stages plus example inputs into a Runner, and describes the device and software it runs on."""
 

@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
-from profiler.backends.base import Backend, BackendUnavailable
+from profiler.backends.base import Backend, BackendUnavailable, GpuProviderMissing
 from profiler.backends.cuda_device import require_supported_gpu
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner, HostClockRunner
@@ -66,9 +66,10 @@ def choose_provider(available: Sequence[str], gpu: bool) -> str:
     both = " (both onnxruntime and onnxruntime-gpu are installed; the CPU package's module won)" if (
         package_version("onnxruntime") and package_version("onnxruntime-gpu")
     ) else ""  # fmt: skip
-    raise BackendUnavailable(
+    raise GpuProviderMissing(
         f"an NVIDIA GPU is here but onnxruntime {onnxruntime_version()} has no {PROVIDERS['cuda']}{both}: "
-        f"pip uninstall -y onnxruntime onnxruntime-gpu && pip install '{CUDA_PACKAGE}', or pass --provider cpu"
+        f"pip uninstall -y onnxruntime onnxruntime-gpu && pip install '{CUDA_PACKAGE}', or pass --provider cpu",
+        cpu_options={"provider": "cpu"},
     )
 
 
