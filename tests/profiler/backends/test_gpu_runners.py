@@ -12,7 +12,7 @@ import torch
 
 from lut_server.dims import BlockDims
 from profiler.backends import create_backend
-from profiler.workload import Workload, build_pipeline
+from profiler.workload import FUSED_ATTENTION, Workload, build_pipeline
 
 pytestmark = [
     pytest.mark.gpu,
@@ -44,8 +44,12 @@ def test_tf32_is_off_and_recorded_for_fp32() -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="tensorrt not installed")
-def test_tensorrt_chained_engines_time_each_stage(tmp_path) -> None:
+def test_tensorrt_chained_engines_time_each_stage_of_its_fused_attention_split(tmp_path) -> None:
     backend = create_backend("tensorrt", "fp16", engine_cache=str(tmp_path), optimization_level=1)
-    _, stages, inputs = build_pipeline(BlockDims(128, 2, 32, 32, 256), WORKLOAD, with_model_parts=False)
+    assert backend.block_stages == FUSED_ATTENTION  # attn | mlp, as TensorRT tables are split
+    names, stages, inputs = build_pipeline(
+        BlockDims(128, 2, 32, 32, 256), WORKLOAD, with_model_parts=False, block_stages=backend.block_stages
+    )
+    assert names == ["attn", "mlp"]
     totals = np.asarray(backend.prepare_pipeline(stages, inputs)(5))
-    assert totals.shape == (3,) and (totals > 0).all() and backend.engines_built == 3
+    assert totals.shape == (2,) and (totals > 0).all() and backend.engines_built == 2
