@@ -4,34 +4,14 @@ only for the pinned packages, and the NVIDIA image does not force TF32 on the fp
 from __future__ import annotations
 
 import re
-import shlex
-from pathlib import Path
 
 import pytest
 
 from profiler.backends.tf32_environment import TORCH_OVERRIDE, check_tf32_environment, torch_forces_tf32
-
-DOCKER = Path(__file__).resolve().parents[2] / "docker"
-IMAGES = ("profiler-gpu.Dockerfile", "profiler-gpu-volta.Dockerfile")
+from tests.profiler.dockerfiles import DOCKER, GPU_IMAGES, build_checks, instructions
 
 
-def instructions(dockerfile: Path) -> list[str]:
-    """The Dockerfile's instructions as Docker reads them: comments dropped, continued lines joined."""
-    lines = [line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#")]
-    return [i.strip() for i in "\n".join(lines).replace("\\\n", "").splitlines() if i.strip()]
-
-
-def build_checks(dockerfile: Path) -> list[str]:
-    """The `python -c` programs its RUN instructions execute, as the shell passes them."""
-    programs = []
-    for instruction in instructions(dockerfile):
-        if instruction.startswith("RUN "):
-            words = shlex.split(instruction[4:])
-            programs += [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-c" and "python" in words[i - 1]]
-    return programs
-
-
-@pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.parametrize("image", GPU_IMAGES)
 def test_each_image_checks_its_onnxruntime_is_a_cuda_12_build_alone(image: str) -> None:
     checks = [p for p in build_checks(DOCKER / image) if "onnxruntime-gpu" in p]
     assert len(checks) == 1, checks
