@@ -49,6 +49,10 @@ def _fractions(text: str) -> list[float]:
 def add_prune_parser(sub) -> None:
     prune = sub.add_parser("prune", help="prune a model on ImageFolder data to latency targets (torchrun-ready)")
     prune.add_argument("--model", required=True, help="timm name, save_compact dir, deit-tiny|small|base, custom:...")
+    prune.add_argument(
+        "--pretrained", action=argparse.BooleanOptionalAction, default=None,
+        help="a timm model's trained weights (the default for timm names); --no-pretrained: random weights",
+    )  # fmt: skip
     prune.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/<class>/ and val/<class>/")
     prune.add_argument("--out", type=Path, required=True, help="checkpoint, report.json, snapshots and plots")
     targets = prune.add_mutually_exclusive_group(required=True)
@@ -86,7 +90,9 @@ def add_finetune_parser(sub) -> None:
     ft.add_argument("--model", type=Path, required=True, help="a save_compact directory (a snapshot)")
     ft.add_argument("--data", type=Path, required=True)
     ft.add_argument("--out", type=Path, required=True)
-    ft.add_argument("--teacher", type=Path, help="a save_compact directory to distil from (the unpruned model)")
+    ft.add_argument(
+        "--teacher", help="the unpruned model to distil from: a save_compact directory or a timm name (trained weights)"
+    )
     ft.add_argument("--epochs", type=int, default=1)
     ft.add_argument("--batch-size", type=int, default=64)
     ft.add_argument("--lr", type=float, default=1e-4)
@@ -103,6 +109,7 @@ def prune_main(args: argparse.Namespace) -> int:
     try:
         opts = PruneOptions(
             model=args.model,
+            pretrained=args.pretrained,
             data=args.data,
             out=args.out,
             targets=args.targets or [args.target],

@@ -1,7 +1,8 @@
 """`python -m pruner finetune`: continue training a compacted snapshot on ImageFolder data.
 
-The objective is NViT's Eq. 8–9 as in `prune`: cross-entropy plus, with `teacher` (a `save_compact` directory,
-e.g. the unpruned model), KL distillation of its logits. The result is saved with `save_compact`.
+The objective is NViT's Eq. 8–9 as in `prune`: cross-entropy plus, with `teacher` (the unpruned model: a
+`save_compact` directory or a timm name with its trained weights), KL distillation of its logits. The result is
+saved with `save_compact`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from lut_server.atomic_file import write_json_atomic
 from pruner.checkpoint import load_compact, save_compact
 from pruner.image_folder import ImageFolderSplit, epoch_batches, iterations_per_epoch
+from pruner.model_source import build_model
 from pruner.objectives import nvit_objective
 
 
@@ -35,7 +37,7 @@ def run_finetune(
     epochs: int = 1,
     batch_size: int = 64,
     lr: float = 1e-4,
-    teacher: Path | None = None,
+    teacher: str | Path | None = None,
     amp: str = "none",
     seed: int = 0,
     progress: bool = True,
@@ -44,11 +46,15 @@ def run_finetune(
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_compact(snapshot).to(device).train()
-    teacher_model = load_compact(teacher).to(device).eval() if teacher else None
     size = model.config.image_size
     channels = model.config.in_chans
     train = ImageFolderSplit(data / "train", size, channels)
     val = ImageFolderSplit(data / "val", size, channels, classes=train.classes)
+    teacher_model = None
+    if teacher:
+        cfg = model.config
+        teacher_model = build_model(str(teacher), len(train.classes), cfg.image_size, cfg.patch_size, cfg.in_chans)
+        teacher_model = teacher_model.to(device).eval()
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)

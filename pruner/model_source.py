@@ -2,8 +2,8 @@
 
 Named configurations (random weights, for smoke runs and cost measurements): `deit-tiny`, `deit-small`,
 `deit-base` (patch 16, DeiT's widths) and `custom:emb=E,depth=D,heads=H,head_dim=Q,mlp=M`. Any other name is
-created with timm (`pretrained=False` unless `pretrained` is set) when timm imports, and converted with
-`from_timm`.
+created with timm when timm imports, and converted with `from_timm`. A timm model comes with its trained weights
+unless asked otherwise: pruning a randomly initialised DeiT-B is never what "prune deit_base_patch16_224" means.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ from pruner.checkpoint import MANIFEST, load_compact
 
 DEIT_WIDTHS: dict[str, tuple[int, int]] = {"deit-tiny": (192, 3), "deit-small": (384, 6), "deit-base": (768, 12)}
 """name -> (embedding width, heads); all have 12 blocks, 64-wide heads and MLP ratio 4."""
+TIMM_NAMES: dict[str, str] = {
+    "deit-tiny": "deit_tiny_patch16_224",
+    "deit-small": "deit_small_patch16_224",
+    "deit-base": "deit_base_patch16_224",
+}
+"""The timm models with DeiT's trained weights at the widths of the named random-weight configurations."""
 
 
 def _custom_dims(spec: str) -> ModelDims:
@@ -37,10 +43,14 @@ def build_model(
     patch_size: int = 16,
     in_chans: int = 3,
     seed: int = 0,
-    pretrained: bool = False,
+    pretrained: bool | None = None,
 ) -> VisionTransformer:
-    """The model `name` refers to (see the module docstring), in train mode."""
+    """The model `name` refers to (see the module docstring), in train mode. `pretrained`: None takes a timm
+    model's trained weights; True is refused for a name whose weights are not timm's."""
     path = Path(name)
+    if pretrained and ((path / MANIFEST).is_file() or name in DEIT_WIDTHS or name.startswith("custom:")):
+        hint = f"; for DeiT's trained weights use the timm name {TIMM_NAMES[name]}" if name in TIMM_NAMES else ""
+        raise ValueError(f"--pretrained applies to timm model names; {name!r} brings its own weights{hint}")
     if (path / MANIFEST).is_file():
         model = load_compact(path)
         if model.config.num_classes != num_classes:
@@ -62,5 +72,10 @@ def build_model(
         ) from None
     from pruner.timm_import import from_timm
 
-    timm_model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, img_size=image_size)
+    weights = pretrained is not False
+    try:
+        timm_model = timm.create_model(name, pretrained=weights, num_classes=num_classes, img_size=image_size)
+    except Exception as exc:
+        advice = "; --no-pretrained starts from random weights" if weights else ""
+        raise ValueError(f"timm could not create {name!r} ({type(exc).__name__}: {exc}){advice}") from None
     return from_timm(timm_model).train()

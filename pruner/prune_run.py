@@ -48,6 +48,7 @@ class PruneOptions:
     data: Path
     out: Path
     targets: list[float]
+    pretrained: bool | None = None  # None: a timm model's trained weights
     table_file: Path | None = None
     server: str | None = None
     table: str | None = None
@@ -201,7 +202,9 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
     train = ImageFolderSplit(opts.data / "train", opts.image_size)
     val = ImageFolderSplit(opts.data / "val", opts.image_size, classes=train.classes)
     per_epoch = iterations_per_epoch(len(train), opts.batch_size)
-    model = build_model(opts.model, len(train.classes), opts.image_size, opts.patch_size, seed=opts.seed)
+    model = build_model(
+        opts.model, len(train.classes), opts.image_size, opts.patch_size, seed=opts.seed, pretrained=opts.pretrained
+    )
     if model.config.image_size != opts.image_size:
         raise ValueError(f"the model takes {model.config.image_size}px images, --image-size is {opts.image_size}")
     model = model.to(device)
