@@ -144,13 +144,17 @@ def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 
         "noise_pct": None,
         "points": [],
     }
+    pass_drifts: list[float] = []
+    wander = profiling_wander_pct(doc)
+    threshold = drift_threshold_pct(wander)
     if not mismatches:
         timed = time_points(doc, check_points(doc, points, seed), passes, seed)
         result["drift_pct"] = round(float(median(p.drift_pct for p in timed)), 3)
         result["noise_pct"] = round(float(median(p.noise_pct for p in timed)), 3)
-        result["pass_drift_pct"] = [round(d, 3) for d in pass_drifts_pct(timed)]
-        result["profiling_wander_pct"] = round(profiling_wander_pct(doc), 3)
-        result["threshold_pct"] = round(drift_threshold_pct(result["profiling_wander_pct"]), 3)
+        pass_drifts = pass_drifts_pct(timed)
+        result["pass_drift_pct"] = [round(d, 3) for d in pass_drifts]
+        result["profiling_wander_pct"] = round(wander, 3)
+        result["threshold_pct"] = round(threshold, 3)
         result["points"] = [
             {
                 **p.dims.as_dict(),
@@ -166,7 +170,7 @@ def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 
         if series:
             then = float(series[-1]["median_ms"])
             result["reference_drift_pct"] = round(100.0 * (timed[0].measured_ms - then) / then, 3)
-    result["verdict"] = verdict_of(mismatches, result.get("pass_drift_pct", []), result.get("threshold_pct", 0.0))
+    result["verdict"] = verdict_of(mismatches, pass_drifts, threshold)  # unrounded: the display rounds, not the verdict
     result["exit_code"] = EXIT_CODES[result["verdict"]]
     return result
 
