@@ -63,6 +63,16 @@ def visible_gpu_row(
     return rows[0] if len(rows) == 1 else None
 
 
+def every_gpu_hidden(visible: str | None) -> bool:
+    """CUDA_VISIBLE_DEVICES hides every GPU: set but empty, or its first entry is no device ("-1" by convention;
+    CUDA stops at the first invalid entry). nvidia-smi still lists them, so a listing alone does not say a GPU is
+    meant to be used."""
+    if visible is None:
+        return False
+    first = visible.split(",")[0].strip()
+    return first == "" or first.startswith("-")
+
+
 def nvidia_smi_facts(uuid: str | None, ordinal: int) -> dict[str, Any]:
     """Driver, clocks, power limit and P-state of the visible GPU (empty where nvidia-smi is absent or the GPU
     cannot be identified: an unknown row is better than another GPU's)."""

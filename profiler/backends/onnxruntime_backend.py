@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend, BackendUnavailable, GpuProviderMissing
-from profiler.backends.cuda_device import require_supported_gpu
+from profiler.backends.cuda_device import every_gpu_hidden, require_supported_gpu
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner, HostClockRunner
 from profiler.backends.tf32_environment import check_tf32_environment
@@ -45,9 +45,12 @@ CUDA_PACKAGE = "onnxruntime-gpu>=1.19,<1.27"
 
 
 def gpu_visible() -> bool:
-    """An NVIDIA GPU is here: torch sees one, or `nvidia-smi -L` lists one (a CPU build of torch sees none)."""
+    """An NVIDIA GPU is here: torch sees one, or `nvidia-smi -L` lists one (a CPU build of torch sees none) and
+    CUDA_VISIBLE_DEVICES does not hide them all (a user profiling the CPU on a GPU machine)."""
     if torch.cuda.is_available():
         return True
+    if every_gpu_hidden(os.environ.get("CUDA_VISIBLE_DEVICES")):
+        return False
     try:
         listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):

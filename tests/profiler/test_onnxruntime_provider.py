@@ -44,6 +44,16 @@ def test_a_gpu_listed_by_nvidia_smi_is_seen_without_a_cuda_torch(tmp_path: Path,
     assert not gpu_visible()
 
 
+@pytest.mark.parametrize("visible", ["", "-1", " -1,0"])
+def test_gpus_hidden_by_cuda_visible_devices_leave_onnxruntime_on_the_cpu(tmp_path: Path, monkeypatch, visible) -> None:
+    put_nvidia_smi(tmp_path, monkeypatch, "GPU 0: Tesla V100-SXM2-16GB (UUID: GPU-0)")  # nvidia-smi lists them all
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert not gpu_visible()
+    assert create_backend("onnxruntime", "fp32", 1).settings()["options"]["provider"] == "cpu"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert gpu_visible()
+
+
 def test_profile_on_a_gpu_machine_with_the_cpu_package_refuses_unless_cpu_is_asked_for(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
