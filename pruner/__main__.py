@@ -31,14 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_criterion_arguments(parser: argparse.ArgumentParser) -> None:
+    from pruner.criterion_preset import PRESETS
+
     parser.add_argument(
         "--criterion",
-        choices=("default", "nvit"),
+        choices=sorted(PRESETS),
         default="default",
         help="default, or nvit: the NViT authors' choices (docs/pruning.md, 'Reproducing NViT's own choices')",
     )
+    etas = ", ".join(f"{name} {preset.eta:g}" for name, preset in PRESETS.items())
     parser.add_argument(
-        "--eta", type=float, default=None, help="weight of the latency term (default: the criterion's, 1.0 or 5e-4)"
+        "--eta", type=float, default=None, help=f"weight of the latency term (default: the criterion's: {etas})"
     )
 
 

@@ -48,10 +48,11 @@ def build_model(
     """The model `name` refers to (see the module docstring), in train mode. `pretrained`: None takes a timm
     model's trained weights; True is refused for a name whose weights are not timm's."""
     path = Path(name)
-    if pretrained and ((path / MANIFEST).is_file() or name in DEIT_WIDTHS or name.startswith("custom:")):
+    is_compact = (path / MANIFEST).is_file()
+    if pretrained and (is_compact or name in DEIT_WIDTHS or name.startswith("custom:")):
         hint = f"; for DeiT's trained weights use the timm name {TIMM_NAMES[name]}" if name in TIMM_NAMES else ""
         raise ValueError(f"--pretrained applies to timm model names; {name!r} brings its own weights{hint}")
-    if (path / MANIFEST).is_file():
+    if is_compact:
         model = load_compact(path)
         if model.config.num_classes != num_classes:
             raise ValueError(f"{name} classifies {model.config.num_classes} classes, the data has {num_classes}")
