@@ -180,9 +180,8 @@ class OnnxRuntimeBackend(Backend):
             )
         if self.provider == "cuda":
             check_tf32_environment(self.name, precision, self.options["tf32"], os.environ, torch_matmuls=False)
-        if self.provider == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable("onnxruntime's CUDA provider needs torch with CUDA for buffers and events")
-        if self.provider == "cuda":
+            if not torch.cuda.is_available():
+                raise BackendUnavailable("onnxruntime's CUDA provider needs torch with CUDA for buffers and events")
             check_cuda_majors(torch.version.cuda, onnxruntime_cuda_version())
             require_supported_gpu(self.name)
         if self.provider == "cpu" and precision != "fp32":
