@@ -46,4 +46,4 @@ bench: setup
 	$(PY) -m bench.pruner_eta
 
 clean:
-	rm -rf $(VENV) .venv-timm demo-out .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-timm .venv-timm.unavailable demo-out .pytest_cache .ruff_cache

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMM_PYTHON = ROOT / os.environ.get("VITLUT_TIMM_VENV", ".venv-timm") / "bin" / "python"
+TIMM_VENV = ROOT / os.environ.get("VITLUT_TIMM_VENV", ".venv-timm")
+TIMM_PYTHON = TIMM_VENV / "bin" / "python"
 
 CHECK = r"""
 import json, sys, timm, torch
@@ -49,7 +50,9 @@ print(json.dumps(results))
 @pytest.mark.slow
 def test_from_timm_gives_identical_logits_with_real_timm():
     if not TIMM_PYTHON.exists():
-        pytest.skip(f"{TIMM_PYTHON.parent.parent.name} is missing: run scripts/setup_timm_venv.sh (make test does)")
+        reason = TIMM_VENV.with_name(TIMM_VENV.name + ".unavailable")
+        why = reason.read_text().strip() if reason.exists() else "run scripts/setup_timm_venv.sh (make test does)"
+        pytest.skip(f"{TIMM_VENV.name} is missing: {why}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [str(TIMM_PYTHON), "-c", CHECK], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
