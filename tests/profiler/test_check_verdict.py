@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lut_server.dims import BlockDims
-from profiler.check import CheckPoint, drift_threshold_pct, pass_drifts_pct, profiling_wander_pct, verdict_of
+from profiler.check import CheckPoint, drift_threshold_pct, pass_drifts_pct, verdict_of, wander_pct
 
 DIMS = BlockDims(emb=64, heads=2, qk=16, v=16, mlp=128)
 
@@ -50,8 +50,26 @@ def test_wander_is_a_high_percentile_of_the_references_departures_from_their_med
     series = (10.0, 10.5, 11.0, 9.5, 10.2, 10.2, 10.1, 9.9, 10.3, 14.0)  # one burst of load at the end
     doc = {"sweep": {"reference": {"series": [{"median_ms": v} for v in series]}}}
     departures = sorted(100 * abs(v - 10.2) / 10.2 for v in series)
-    assert profiling_wander_pct(doc) == pytest.approx(float(np.percentile(departures, 90)))
-    assert profiling_wander_pct(doc) < 100 * (14.0 - 10.2) / 10.2  # the burst alone does not set it
+    assert wander_pct(doc) == pytest.approx(float(np.percentile(departures, 90)))
+    assert wander_pct(doc) < 100 * (14.0 - 10.2) / 10.2  # the burst alone does not set it
     short = {"sweep": {"reference": {"series": [{"median_ms": 5.0}, {"median_ms": 9.0}]}}}
-    assert profiling_wander_pct(short) == 0.0  # two re-times say nothing about wander
-    assert profiling_wander_pct({"sweep": None}) == 0.0
+    assert wander_pct(short) == 0.0  # two re-times say nothing about wander
+    assert wander_pct({"sweep": None}) == 0.0
+
+
+def test_wander_counts_the_validations_levels_against_the_table():
+    """The sweep saw a steady machine; a validation an hour later found it 8-10% slower than the cells most of the
+    time. That is the machine's wander as the table recorded it, and the threshold follows it."""
+    sweep = [{"median_ms": v} for v in (10.0, 10.1, 9.9, 10.0, 10.05, 9.95)]
+    slower = [
+        {"measured_ms": 1.0 + k / 100, "level_normalised_ms": (1.0 + k / 100) / (1.08 + k / 500)} for k in range(10)
+    ]
+    models = [{"measured_ms": 50.0, "level_normalised_ms": 50.0 / 1.10}]
+    unlevelled = [{"measured_ms": 3.0, "predicted_ms": 2.0}]  # a validation without level tracking adds nothing
+    steady = {"sweep": {"reference": {"series": sweep}}}
+    later = {**steady, "validation": {"blocks": slower + unlevelled, "model_points": models}}
+    assert wander_pct(steady) <= 1.0 + 1e-9
+    assert 8.0 < wander_pct(later) <= 10.0
+    assert verdict_of([], [9.0, 8.5], drift_threshold_pct(wander_pct(steady))) == "stale"
+    assert verdict_of([], [9.0, 8.5], drift_threshold_pct(wander_pct(later))) == "holds"
+    assert verdict_of([], [-30.0, -25.0], drift_threshold_pct(wander_pct(later))) == "stale"
