@@ -42,14 +42,13 @@ ONNX_REQUIREMENT = "onnx>=1.17"
 converter must reach for a bf16 graph (onnx.helper.VERSION_TABLE)."""
 
 
-def default_opset(dtype: torch.dtype) -> int:
-    """The opset a graph in `dtype` is exported at: 17, or 22 for bfloat16."""
-    return BF16_MIN_OPSET if dtype == torch.bfloat16 else DEFAULT_OPSET
-
-
-def check_opset(dtype: torch.dtype, opset: int) -> None:
-    """Refuse an opset at which a graph in `dtype` would not be valid ONNX, or that the installed onnx does not
-    know (its version converter and checker would fail mid-sweep)."""
+def resolve_opset(dtype: torch.dtype, requested: int | None) -> int:
+    """The opset a graph in `dtype` is exported at: `requested`, else 17 (22 for bfloat16). Refused where a graph in
+    `dtype` would not be valid ONNX at it, or where the installed onnx does not know it (its version converter and
+    checker would fail mid-sweep): every caller resolves here, so a backend refuses before a sweep starts."""
+    opset = requested
+    if opset is None:
+        opset = BF16_MIN_OPSET if dtype == torch.bfloat16 else DEFAULT_OPSET
     if dtype == torch.bfloat16 and opset < BF16_MIN_OPSET:
         raise ValueError(f"a bfloat16 graph needs ONNX opset {BF16_MIN_OPSET} or later (Conv takes bfloat16 from "
                          f"{BF16_MIN_OPSET} on), not {opset}")  # fmt: skip
@@ -60,6 +59,7 @@ def check_opset(dtype: torch.dtype, opset: int) -> None:
         upgrade = f"pip install '{ONNX_REQUIREMENT}'" if opset <= BF16_MIN_OPSET else "upgrade onnx"
         raise ValueError(f"the installed onnx {onnx.__version__} knows ONNX opsets up to {known}, and the graph is "
                          f"exported at opset {opset}: {upgrade}")  # fmt: skip
+    return opset
 
 
 def _graph_dtype(module: nn.Module, inputs: tuple[Tensor, ...]) -> torch.dtype:
@@ -102,12 +102,10 @@ def export_onnx(
     opset: int | None = None,
 ) -> OnnxGraph:
     """Serialize `module(*inputs)` to ONNX in memory (static shapes, eval mode, weights embedded) at `opset`
-    (default: `default_opset` of the graph's dtype; a bfloat16 graph below opset 22 is refused)."""
+    (resolve_opset of the graph's dtype: by default 17, or 22 for bfloat16)."""
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
-    dtype = _graph_dtype(module, inputs)
-    opset = default_opset(dtype) if opset is None else opset
-    check_opset(dtype, opset)
+    opset = resolve_opset(_graph_dtype(module, inputs), opset)
     module = module.eval()
     input_names = tuple(f"input{i}" for i in range(len(inputs)))
     output_names = tuple(f"output{i}" for i in range(_output_count(module, inputs)))

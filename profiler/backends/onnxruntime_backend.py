@@ -33,7 +33,7 @@ from profiler.backends.runners import CudaEventRunner, HostClockRunner
 from profiler.backends.tf32_environment import check_tf32_environment
 from profiler.environment import package_version
 from profiler.fingerprint import cpu_device, software
-from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, check_opset, export_onnx
+from profiler.onnx_export import EXPORTERS, OnnxGraph, export_onnx, resolve_opset
 from profiler.timing import Runner
 from profiler.workload import FUSED_ATTENTION, SCORES_VALUES, initial_state, stage_inputs, stage_io
 
@@ -160,7 +160,7 @@ class OnnxRuntimeBackend(Backend):
     option_specs = (
         OptionSpec("provider", str, "cpu", "execution provider", allowed=tuple(PROVIDERS)),
         OptionSpec("exporter", str, "torchscript", "torch's ONNX exporter", allowed=EXPORTERS),
-        OptionSpec("opset", int, DEFAULT_OPSET, "ONNX opset of the exported graph", bounds=(17, None)),
+        OptionSpec("opset", int, None, "ONNX opset of the exported graph (default 17)", bounds=(17, None)),
         OptionSpec(
             "tf32", bool, False, "let the CUDA provider use TF32 for fp32 matmuls and convolutions",
             applies=lambda o: o["provider"] == "cuda", applies_help="with provider cuda",
@@ -172,7 +172,6 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(precision, threads, **options)
         self.provider = self.options["provider"]
         self.exporter = self.options["exporter"]
-        self.opset = self.options["opset"]
         if PROVIDERS[self.provider] not in ort.get_available_providers():
             raise BackendUnavailable(
                 f"onnxruntime {onnxruntime_version()} has no {PROVIDERS[self.provider]} here "
@@ -186,7 +185,8 @@ class OnnxRuntimeBackend(Backend):
             require_supported_gpu(self.name)
         if self.provider == "cpu" and precision != "fp32":
             raise ValueError("onnxruntime on the CPU provider is profiled in fp32 only (fp16 runs unfused there)")
-        check_opset(self.dtype, self.opset)  # before a sweep, not at its first export
+        self.options["opset"] = resolve_opset(self.dtype, self.options["opset"])  # before a sweep, recorded as used
+        self.opset = self.options["opset"]
         self._cuda_stream: torch.cuda.Stream | None = None
 
     @property

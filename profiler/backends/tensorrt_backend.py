@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from profiler.backends.base import PRECISIONS, Backend, BackendUnavailable
+from profiler.backends.base import Backend, BackendUnavailable
 from profiler.backends.cuda_device import compute_capability, cuda_device, require_supported_gpu
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
@@ -35,7 +35,7 @@ from profiler.backends.torch_cuda import cuda_versions
 from profiler.engine_cache import EngineCache, cache_key, graph_signature
 from profiler.environment import package_version
 from profiler.fingerprint import software
-from profiler.onnx_export import DEFAULT_OPSET, EXPORTERS, OnnxGraph, check_opset, default_opset, export_onnx
+from profiler.onnx_export import EXPORTERS, OnnxGraph, export_onnx, resolve_opset
 from profiler.structured_sparsity import prune_2_4_
 from profiler.timing import Runner
 from profiler.workload import FUSED_ATTENTION, initial_state, stage_inputs, stage_io
@@ -129,18 +129,6 @@ def engine_target(trt_version: str, props: Any) -> dict[str, Any]:
     }
 
 
-def export_opset(precision: str, opset: int | None) -> int | None:
-    """The ONNX opset a table's graphs are exported at: the one given, else 17 (22 for bf16, the first opset whose
-    Conv takes bfloat16); a bf16 table below 22 is refused. None for an unknown precision (refused elsewhere)."""
-    if precision not in PRECISIONS:
-        return opset
-    dtype = PRECISIONS[precision]
-    chosen = default_opset(dtype) if opset is None else opset
-    if isinstance(chosen, int):
-        check_opset(dtype, chosen)
-    return chosen
-
-
 def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
@@ -161,16 +149,16 @@ class TensorRtBackend(Backend):
         OptionSpec("workspace_gib", float, 4.0, "builder workspace limit", bounds=(0.0625, None)),
         OptionSpec("optimization_level", int, 3, "builder optimization level", bounds=(0, 5)),
         OptionSpec("exporter", str, "torchscript", "torch's ONNX exporter", allowed=EXPORTERS),
-        OptionSpec("opset", int, DEFAULT_OPSET, "ONNX opset of the exported graph (bf16: 22)", bounds=(17, None)),
+        OptionSpec("opset", int, None, "ONNX opset of the exported graph (default 17, bf16: 22)", bounds=(17, None)),
         OptionSpec("engine_cache", str, None, "engine cache directory (default: see engine_cache.py)", recorded=False),
     )
 
     def __init__(self, precision: str = "fp16", threads: int | None = None, **options: Any):
         if options.get("engine_cache") is not None:
             options["engine_cache"] = str(options["engine_cache"])
-        options["opset"] = export_opset(precision, options.get("opset"))  # recorded as used
         super().__init__(precision, threads, **options)
         o = self.options
+        o["opset"] = resolve_opset(self.dtype, o["opset"])  # recorded as used; refused before a GPU is looked for
         build_plan(precision, o["sparsity"], "10.13", o["tf32"], o["workspace_gib"], o["optimization_level"])
         check_tf32_environment(self.name, precision, o["tf32"], os.environ, torch_matmuls=False)
         if not torch.cuda.is_available():

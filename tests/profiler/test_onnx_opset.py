@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lut_server.dims import BlockDims
-from profiler.backends.tensorrt_backend import TensorRtBackend, export_opset
-from profiler.onnx_export import export_onnx, model_opset
+from profiler.backends.tensorrt_backend import TensorRtBackend
+from profiler.onnx_export import export_onnx, model_opset, resolve_opset
 from profiler.workload import Workload, build_block
 from pruner.onnx_model import export_model_onnx
 from tests.pruner.small_models import CONFIG, small_model
@@ -55,9 +55,11 @@ def test_the_pruners_export_of_a_model_is_valid_onnx(dtype: torch.dtype, tmp_pat
     assert graph_input == (onnx.TensorProto.BFLOAT16 if dtype == torch.bfloat16 else onnx.TensorProto.FLOAT)
 
 
-def test_tensorrt_records_the_opset_it_exports_at_and_refuses_bf16_below_22() -> None:
-    assert export_opset("bf16", None) == 22 and export_opset("fp16", None) == 17 and export_opset("fp32", 19) == 19
+def test_the_opset_follows_the_dtype_and_tensorrt_refuses_bf16_below_22() -> None:
+    assert resolve_opset(torch.bfloat16, None) == 22 and resolve_opset(torch.float16, None) == 17
+    assert resolve_opset(torch.float32, 19) == 19
     with pytest.raises(ValueError, match="opset 22"):
-        export_opset("bf16", 17)
-    with pytest.raises(ValueError, match="opset 22"):  # refused before any GPU is looked for
-        TensorRtBackend("bf16", opset=17)
+        resolve_opset(torch.bfloat16, 17)
+    for opset in (17, 17.0):  # an integral float is the integer opset: refused alike
+        with pytest.raises(ValueError, match="opset 22"):  # refused before any GPU is looked for
+            TensorRtBackend("bf16", opset=opset)
