@@ -90,6 +90,18 @@ def nvidia_smi_facts(uuid: str | None, ordinal: int) -> dict[str, Any]:
     return dict(row) if row else {}
 
 
+def gpu_identity(props: Any) -> dict[str, Any]:
+    """What tells GPUs apart, from torch's device properties: name, compute capability, memory and SM count (a
+    cut-down or MIG-partitioned part shares the name and capability). A table's device and a TensorRT engine's
+    cache key both name the GPU by it."""
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_mib": int(props.total_memory // 2**20),
+        "sm_count": props.multi_processor_count,
+    }
+
+
 def cuda_device(device: Any = None) -> dict[str, Any]:
     """The fingerprint of the GPU a CUDA backend times on (every CUDA backend records it this way)."""
     import torch
@@ -97,14 +109,8 @@ def cuda_device(device: Any = None) -> dict[str, Any]:
     index = torch.device(device).index if isinstance(device, torch.device | str) else device
     index = torch.cuda.current_device() if index is None else index
     props = torch.cuda.get_device_properties(index)
-    identity = {
-        "name": props.name,
-        "compute_capability": f"{props.major}.{props.minor}",
-        "memory_mib": int(props.total_memory // 2**20),
-        "sm_count": props.multi_processor_count,
-    }
     uuid = str(getattr(props, "uuid", "") or "") or None
-    return gpu_device(identity, nvidia_smi_facts(uuid, index))
+    return gpu_device(gpu_identity(props), nvidia_smi_facts(uuid, index))
 
 
 def compute_capability(device: Any = None) -> tuple[int, int]:

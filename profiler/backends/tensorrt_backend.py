@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from profiler.backends.base import Backend, BackendUnavailable
-from profiler.backends.cuda_device import compute_capability, cuda_device, require_supported_gpu
+from profiler.backends.cuda_device import compute_capability, cuda_device, gpu_identity, require_supported_gpu
 from profiler.backends.options import OptionSpec
 from profiler.backends.runners import CudaEventRunner
 from profiler.backends.tensorrt_io import bind_stage, checked_launch, set_addresses
@@ -117,16 +117,10 @@ def build_plan(
 
 
 def engine_target(trt_version: str, props: Any) -> dict[str, Any]:
-    """What a serialized engine is bound to, for its cache key: the TensorRT version and the GPU. Tactics are chosen
-    for the SM count and memory too, so two parts sharing a name and compute capability (a cut-down or
-    MIG-partitioned GPU, a 40 and an 80 GB card) do not share engines."""
-    return {
-        "tensorrt": trt_version,
-        "gpu": props.name,
-        "compute_capability": [props.major, props.minor],
-        "multi_processor_count": props.multi_processor_count,
-        "total_memory": props.total_memory,
-    }
+    """What a serialized engine is bound to, for its cache key: the TensorRT version and the GPU as the table's
+    device names it (gpu_identity). Tactics are chosen for the SM count and memory too, so two parts sharing a name
+    and compute capability (a cut-down or MIG-partitioned GPU, a 40 and an 80 GB card) do not share engines."""
+    return {"tensorrt": trt_version, "gpu": gpu_identity(props)}
 
 
 def _import_tensorrt() -> Any:
