@@ -78,19 +78,9 @@ def cuda_versions() -> dict[str, Any]:
     }
 
 
-REDUCED_PRECISION_KEYS: tuple[str, ...] = (
-    "cuda_matmul_fp16_reduced_precision_reduction",
-    "cuda_matmul_bf16_reduced_precision_reduction",
-)
-FP32_PRECISION_KEYS: tuple[str, ...] = ("cuda_matmul_fp32_precision", "cudnn_conv_fp32_precision")
-LEGACY_TF32_KEYS: tuple[str, ...] = ("float32_matmul_precision", "cudnn_allow_tf32", "cuda_matmul_allow_tf32")
-TORCH_CUDA_MATH_KEYS: tuple[str, ...] = (*FP32_PRECISION_KEYS, *LEGACY_TF32_KEYS, *REDUCED_PRECISION_KEYS)
-"""torch's math modes, under either API: they choose torch's own kernels only, so only torch-cuda's tables match on
-them."""
-
-
 def torch_cuda_math_flags() -> dict[str, Any]:
-    """The torch math modes in force (TF32, reduced-precision reductions), read through the API they are set with."""
+    """The torch math modes in force (TF32, reduced-precision reductions), read through the API they are set with.
+    They choose torch's own kernels only, so only torch-cuda's tables match on them."""
     matmul = torch.backends.cuda.matmul
     reductions = {
         "cuda_matmul_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,

@@ -52,19 +52,25 @@ def test_onnxruntime_cuda_provider_sets_tf32_explicitly() -> None:
     assert options["use_tf32"] == "1" and options["device_id"] == "1" and options["user_compute_stream"] == "1234"
 
 
-def test_each_gpu_backend_matches_only_on_the_math_modes_it_uses() -> None:
+def test_each_gpu_backend_matches_only_on_the_math_modes_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from profiler.backends import torch_cuda
     from profiler.backends.onnxruntime_backend import cuda_provider_match
     from profiler.backends.tensorrt_backend import build_plan, tensorrt_software_match
-    from profiler.backends.torch_cuda import TORCH_CUDA_MATH_KEYS, torch_cuda_math_flags
 
+    in_force = set(torch_cuda.torch_cuda_math_flags())
+    assert in_force and in_force <= set(cuda_software())  # torch-cuda's tables match on torch's math modes
+    torch_modes = set(in_force)
+    for new_api in (True, False):  # what torch-cuda sets under either API, whichever this torch has
+        monkeypatch.setattr(torch_cuda, "fp32_precision_api", lambda new_api=new_api: new_api)
+        torch_modes |= set(torch_cuda_math_modes(tf32=True))
+    assert {"cuda_matmul_fp32_precision", "float32_matmul_precision", "cudnn_allow_tf32"} <= torch_modes
     trt = tensorrt_software_match("10.13.0", build_plan("fp32", tf32=True))
-    assert not set(TORCH_CUDA_MATH_KEYS) & set(trt)  # torch's TF32 flags do not choose TensorRT's kernels
+    assert not torch_modes & set(trt)  # torch's TF32 flags do not choose TensorRT's kernels
     assert trt["tensorrt_tf32"] is True and trt["tensorrt_builder_flags"] == ["TF32"]
     assert trt["tensorrt"] == "10.13.0" and trt["torch"] == torch.__version__  # torch exports the graph
     assert tensorrt_software_match("10.13.0", build_plan("fp32"))["tensorrt_tf32"] is False
     ort = cuda_provider_match(tf32=False)
-    assert not set(TORCH_CUDA_MATH_KEYS) & set(ort) and ort["ort_cuda_use_tf32"] is False
-    assert set(torch_cuda_math_flags()) <= set(TORCH_CUDA_MATH_KEYS) & set(cuda_software())  # torch-cuda's do
+    assert not torch_modes & set(ort) and ort["ort_cuda_use_tf32"] is False
 
 
 def test_torch_override_of_tf32_refuses_a_strict_fp32_torch_cuda_table(monkeypatch: pytest.MonkeyPatch) -> None:
