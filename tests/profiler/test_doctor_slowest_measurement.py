@@ -6,15 +6,19 @@ from __future__ import annotations
 import time
 
 from profiler.backends import create_backend
-from profiler.doctor import STOPPED, TimeBudget, fits_before, time_backend
+from profiler.doctor import STOPPED, TimeBudget, time_backend
 
 
-def test_fits_before() -> None:
-    assert fits_before(None, 100.0, 5.0)
-    assert fits_before(10.0, 4.0, 6.0)  # 6 s left, slowest 6 s
-    assert not fits_before(10.0, 4.5, 6.0)  # 5.5 s left: the next one would overrun by up to 0.5 s
-    assert not fits_before(10.0, 11.0, 0.0)  # past the deadline
-    assert fits_before(10.0, 9.0, 0.0)  # nothing timed yet
+def test_a_measurement_fits_while_the_time_left_covers_the_slowest_so_far() -> None:
+    assert TimeBudget(None, 5.0).fits(100.0)
+    assert TimeBudget(10.0, 6.0).fits(4.0)  # 6 s left, slowest 6 s
+    assert not TimeBudget(10.0, 6.0).fits(4.5)  # 5.5 s left: the next one would overrun by up to 0.5 s
+    assert not TimeBudget(10.0).fits(11.0)  # past the deadline
+    assert TimeBudget(10.0).fits(9.0)  # nothing timed yet
+    budget = TimeBudget(10.0)
+    budget.took(2.0)
+    budget.took(1.0)
+    assert budget.slowest_s == 2.0 and budget.fits(8.0) and not budget.fits(8.5)
 
 
 def test_a_measurement_that_would_overrun_is_not_started() -> None:
