@@ -130,20 +130,20 @@ def _block_gate_gradients(block: Block, sources: GateSources) -> tuple[dict[str,
     proj_cols = proj_cols.reshape(h, v)
     fc1_rows, fc1_cols = _wg_rows_cols(block.fc1.weight)
     fc2_rows, fc2_cols = _wg_rows_cols(block.fc2.weight)
-    if sources == "nvit":  # NViT's engine: a unit's own projection only (see pruner.criterion_preset)
-        units = {
-            "heads": qk_rows.sum((0, 2)) + v_rows.sum(1),
-            "qk": qk_rows[0].sum(0),
-            "v": v_rows.sum(0),
-            "mlp": fc1_rows + _wg(block.fc1.bias),
-        }
+    # what both sources count: a unit's own projection (Q, K and V rows for a head, V rows, fc1 rows and bias)
+    heads = qk_rows.sum((0, 2)) + v_rows.sum(1)
+    v_dims = v_rows.sum(0)
+    neurons = fc1_rows + _wg(block.fc1.bias)
+    if sources == "nvit":  # NViT's engine: that alone, and a QK dimension over Q only (see pruner.criterion_preset)
+        units = {"heads": heads, "qk": qk_rows[0].sum(0), "v": v_dims, "mlp": neurons}
         emb = qk_cols + v_cols + proj_rows + _wg(block.proj.bias) + fc1_cols + fc2_rows + _wg(block.fc2.bias)
         return units, emb
+    # every weight the gate scales: also K (QK), the output projection (heads, V), fc2 (MLP) and the LayerNorms (EMB)
     units = {
-        "heads": qk_rows.sum((0, 2)) + v_rows.sum(1) + proj_cols.sum(1),
+        "heads": heads + proj_cols.sum(1),
         "qk": qk_rows.sum((0, 1)),
-        "v": v_rows.sum(0) + proj_cols.sum(0),
-        "mlp": fc1_rows + _wg(block.fc1.bias) + fc2_cols,
+        "v": v_dims + proj_cols.sum(0),
+        "mlp": neurons + fc2_cols,
     }
     emb = (
         _wg(block.norm1.weight)

@@ -151,7 +151,8 @@ class Pruner:
         self.min_width = {a: max(self.group_sizes[a], ranges.get(a, (1, 0))[0]) for a in AXES}
         self.gates = Gates.ones_like(self.model)
         self.importance = ImportanceAccumulator(self.gates, self.momentum, self.preset.interval_momentum)
-        # per-unit divisors applied to each batch's gate gradient before squaring (None: all 1)
+        # per-unit divisors applied to each batch's gate gradient before squaring (None: all 1); per batch, as in
+        # NViT's engine, so the importance state a checkpoint stores is made of the divided gradients' squares
         self._divisors: torch.Tensor | None = None
         if any(self.preset.divisor(axis) != 1.0 for axis in AXES):
             self._divisors = torch.cat(

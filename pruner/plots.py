@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from lut_server.dims import WIDTH_AXES, ModelDims
 
@@ -32,24 +33,44 @@ def plot_dims(original: ModelDims, pruned: ModelDims, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_prune_run(timeline: list[dict[str, Any]], targets_ms: list[float], path: Path) -> None:
-    """Predicted latency, held-out accuracy and the model's total widths after each pruning step."""
+def plot_prune_run(
+    timeline: list[dict[str, Any]],
+    targets_ms: list[float],
+    path: Path,
+    measured_ms: tuple[float, float] | None = None,
+    title: str | None = None,
+) -> None:
+    """Predicted latency, held-out accuracy and the model's total widths after each pruning step.
+
+    `measured_ms`, (original, pruned) latency measured on the device, is drawn at the first and the last step
+    beside the table's prediction, so the figure shows how far the prediction was from the truth.
+    """
     steps = [t["step"] for t in timeline]
     fig, (ax, dims_ax) = plt.subplots(1, 2, figsize=(11, 4))
     ax.plot(steps, [t["predicted_ms"] for t in timeline], color="tab:blue", label="predicted latency (table)")
-    for target in targets_ms:
-        ax.axhline(target, color="tab:blue", linestyle=":", linewidth=1)
+    for i, target in enumerate(targets_ms):
+        label = ("target" if len(targets_ms) == 1 else "targets") if i == 0 else None
+        ax.axhline(target, color="tab:blue", linestyle=":", linewidth=1, label=label)
+    if measured_ms is not None and steps:
+        ax.scatter([steps[0], steps[-1]], list(measured_ms), color="black", zorder=3, label="measured")
     ax.set_xlabel("pruning step")
-    ax.set_ylabel("latency (ms); dotted: targets", color="tab:blue")
+    ax.set_ylabel("latency (ms)", color="tab:blue")
     acc = ax.twinx()
-    acc.plot(steps, [t["accuracy"] for t in timeline], color="tab:red")
+    acc.plot(steps, [t["accuracy"] for t in timeline], color="tab:red", label="held-out accuracy")
     acc.set_ylabel("held-out accuracy (%)", color="tab:red")
+    handles, labels = ax.get_legend_handles_labels()
+    acc_handles, acc_labels = acc.get_legend_handles_labels()
+    acc.legend(handles + acc_handles, labels + acc_labels, loc="center right", fontsize=8)  # the top axes: over both
     for axis in ("heads", "qk", "v", "mlp"):
         dims_ax.plot(steps, [sum(b[axis] for b in t["dims"]["blocks"]) for t in timeline], label=f"total {axis}")
     dims_ax.plot(steps, [t["dims"]["emb"] for t in timeline], label="emb")
     dims_ax.set_yscale("log")
     dims_ax.set_xlabel("pruning step")
+    for a in (ax, dims_ax):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     dims_ax.legend(fontsize=8)
+    if title is not None:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

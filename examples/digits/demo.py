@@ -37,7 +37,6 @@ from examples.digits.digits import (
     new_demo_model,
 )
 from examples.digits.digits import train as train_model
-from examples.digits.plots import plot_run
 from lut_server.atomic_file import write_json_atomic
 from lut_server.client import LatencyClient
 from lut_server.dims import BlockDims
@@ -49,7 +48,7 @@ from pruner.checkpoint import load_compact, save_compact
 from pruner.latency_pruner import LatencySource, Pruner
 from pruner.objectives import nvit_objective
 from pruner.onnx_model import export_model_onnx, onnx_logits
-from pruner.plots import plot_dims
+from pruner.plots import plot_dims, plot_prune_run
 
 TRAIN_EPOCHS = 30
 TRAIN_LR = 3e-3
@@ -299,7 +298,13 @@ def run_demo(
         },
     }
     write_json_atomic(out / "report.json", report)
-    plot_run(timeline, pruner.target_ms, measured, out / "latency_accuracy.png")
+    plot_prune_run(
+        timeline,
+        [pruner.target_ms],
+        out / "latency_accuracy.png",
+        measured_ms=(measured["original"], measured["pruned"]),
+        title="Latency-aware pruning on digits (during pruning; before the final finetune)",
+    )
     plot_dims(DEMO_DIMS, small.model_dims, out / "pruned_dims.png")
     client.close()
     return report
