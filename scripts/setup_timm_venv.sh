@@ -6,7 +6,7 @@
 # The test runs this repository from source in that venv (PYTHONPATH), so vitlut itself is not installed into it;
 # numpy, scipy, pydantic and httpx are there because importing pruner imports the latency table, its format and
 # the latency client.
-# That CUDA build takes about 5.6 GB. On a disk with less room than NEED_GIB free, or when pip runs out of disk,
+# That CUDA build takes about 5.7 GiB. On a disk with less room than NEED_GIB free, or when pip runs out of disk,
 # the venv is not made (a partial one is removed), the reason is written to $VENV.unavailable and this exits 0:
 # the round-trip test then skips and prints that reason, and the rest of `make test` still runs.
 set -euo pipefail
@@ -41,7 +41,7 @@ if ! "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-c
     'timm>=1.0,<2' 'numpy>=1.26' 'scipy>=1.11' 'pydantic>=2.6' 'httpx>=0.27' 2>"$log"; then
     grep -v '^WARNING: Location' "$log" | tail -5 >&2
     if grep -q 'No space left on device' "$log"; then
-        unavailable "the disk filled up while pip installed the registry's torch (about 5.6 GB)"
+        unavailable "the disk filled up while pip installed the registry's torch (about 5.7 GiB)"
     fi
     rm -rf "$VENV"
     exit 1
