@@ -11,11 +11,12 @@ it).
 The table is `stale` only when every pass drifted beyond the threshold on the same side: a burst of load during
 one pass cannot call a table stale, and a noisy machine cannot hide a table that is off in every pass (the
 passes' disagreement is reported as noise, not added to the threshold). The threshold is the larger of 3% and
-the machine's own wander as the table recorded it: the 90th percentile of how far its speed was seen from the
-table's level, over the sweep's reference re-times (against their median, the level the cells carry) and the
-latest validation's levels (each validated point's measured over level-normalised time, against the cells). A
-sweep lasts minutes and a shared machine also wanders over hours; the validation, taken later, samples that. A
-drift within the range the table's own records show is no evidence that the table went stale.
+the machine's own wander as the table recorded it: the 90th percentile of how far its speed strayed from the
+middle of each record, over the sweep's reference re-times and the latest validation's levels (each validated
+point's measured over level-normalised time), each against its own median. A sweep lasts minutes and a shared
+machine also wanders over hours; the validation, taken later, samples that. An offset the validation found is
+drift, not wander, and widens nothing. A drift within the range the table's own records show is no evidence that
+the table went stale.
 Drift is compared as a ratio, so a table three times too slow is as stale as one three times too fast.
 
 Exit codes: 0 `holds`, 3 `stale` (same device, drifted beyond the threshold in every pass), 4 `different` (device
@@ -102,34 +103,46 @@ def time_points(doc: Mapping[str, Any], points: list[BlockDims], passes: int, se
     return [CheckPoint(p, predicted_pair_ms(doc, p), tuple(t)) for p, t in zip(points, timed, strict=True)]
 
 
-WANDER_MIN_RETIMES = 5
+WANDER_MIN_LEVELS = 5
 """Fewer levels than this say nothing about how the machine wandered (a quick sweep re-times its reference twice)."""
 
 
-def recorded_levels(doc: Mapping[str, Any]) -> list[float]:
-    """The machine's speed against the table's level at each moment the table recorded one: the sweep's reference
-    re-times over their median, and each validated point's measured over level-normalised time."""
+def _departures_pct(levels: list[float]) -> list[float]:
+    if len(levels) < WANDER_MIN_LEVELS:
+        return []
+    middle = float(median(levels))
+    return [100.0 * abs(v / middle - 1.0) for v in levels]
+
+
+def recorded_departures_pct(doc: Mapping[str, Any]) -> list[float]:
+    """How far the machine's speed strayed, at each moment the table recorded it, from the middle of that record:
+    the sweep's reference re-times against their median, and the latest validation's levels (each validated point's
+    measured over level-normalised time) against theirs. Each against its own middle, because a validation taken
+    while the table was already off measures that offset, which is drift, not wander: counting it would let a stale
+    table excuse itself by being validated again. A validation from another device (`--force`) is left out."""
     series = [float(s["median_ms"]) for s in ((doc.get("sweep") or {}).get("reference") or {}).get("series") or []]
-    levels = [v / float(median(series)) for v in series] if series else []
+    departures = _departures_pct(series)
     validation = doc.get("validation") or {}
-    for point in [*(validation.get("blocks") or []), *(validation.get("model_points") or [])]:
-        if point.get("level_normalised_ms"):
-            levels.append(float(point["measured_ms"]) / float(point["level_normalised_ms"]))
-    return levels
+    device = (doc.get("device") or {}).get("name")
+    if validation.get("device", device) == device:
+        points = [*(validation.get("blocks") or []), *(validation.get("model_points") or [])]
+        levels = [
+            float(p["measured_ms"]) / float(p["level_normalised_ms"]) for p in points if p.get("level_normalised_ms")
+        ]
+        departures += _departures_pct(levels)
+    return departures
 
 
 def wander_pct(doc: Mapping[str, Any]) -> float:
-    """How far the machine's recorded levels strayed from the table: the 90th percentile of their absolute
-    departures, in percent (0 with fewer than WANDER_MIN_RETIMES levels). A percentile rather than the maximum,
-    so one burst of load while profiling or validating does not excuse any drift."""
-    levels = recorded_levels(doc)
-    if len(levels) < WANDER_MIN_RETIMES:
-        return 0.0
-    return float(np.percentile([100.0 * abs(v - 1.0) for v in levels], 90))
+    """The machine's wander as the table recorded it: the 90th percentile of the recorded departures, in percent (0
+    with none). A percentile rather than the maximum, so one burst of load while profiling or validating does not
+    excuse any drift."""
+    departures = recorded_departures_pct(doc)
+    return float(np.percentile(departures, 90)) if departures else 0.0
 
 
-def drift_threshold_pct(wander_pct: float) -> float:
-    return max(DRIFT_FLOOR_PCT, wander_pct)
+def drift_threshold_pct(wander: float) -> float:
+    return max(DRIFT_FLOOR_PCT, wander)
 
 
 def verdict_of(mismatches: list[str], pass_drifts: list[float], threshold_pct: float) -> str:
