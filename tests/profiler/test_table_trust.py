@@ -49,6 +49,7 @@ def test_check_reports_fingerprint_and_drift_on_the_tables_device(tiny_table):
         if abs(result["drift_pct"]) < 60:
             break
     assert done.returncode == {"holds": 0, "stale": 3}[result["verdict"]]
+    assert (result["next"] is None) == (result["verdict"] == "holds")
     assert result["device_match"] is True and result["mismatches"] == []
     assert result["fingerprint"]["device"]["cpu"]["isa"]  # the fingerprint is shown
     assert len(result["points"]) == 3  # the reference and two grid combinations
@@ -72,6 +73,7 @@ def test_a_table_made_slower_is_stale(tiny_table, tmp_path):
     result = json.loads(done.stdout)
     assert result["drift_pct"] < -40  # measured ~1/3 of the table: about -67%
     assert (done.returncode, result["verdict"]) == (3, "stale"), result["threshold_pct"]
+    assert result["next"].startswith(f"python -m profiler profile --from {tmp_path / 'slow.json'} --budget 100 --out ")
 
 
 @pytest.mark.slow
@@ -84,6 +86,7 @@ def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(t
     done = run_profiler("check", other)
     assert done.returncode == 4
     assert "device.match.cpu.isa.avx2: table" in done.stdout and "verdict different" in done.stdout
+    assert f"next    python -m profiler profile --from {other} --budget 100" in done.stdout
 
     configs = tmp_path / "configs.json"
     configs.write_text(json.dumps([{"emb": 48, "heads": 2, "qk": 8, "v": 16, "mlp": 48}]))
