@@ -39,13 +39,17 @@ class CalibrationRow:
 
 @dataclass(frozen=True)
 class Correction:
+    """Per-part factors and constants fitted at the sweep's speed, and `level`: the machine's typical speed relative
+    to the sweep, which scales the whole answer (a sweep is minutes of a machine that may wander for hours)."""
+
     factors: dict[str, float]
     block_ms: float = 0.0
     model_ms: float = 0.0
+    level: float = 1.0
 
     def predict(self, row: CalibrationRow) -> float:
         total = sum(self.factors.get(part, 1.0) * value for part, value in row.parts.items())
-        return total + row.depth * self.block_ms + self.model_ms
+        return self.level * (total + row.depth * self.block_ms + self.model_ms)
 
     def as_dict(self) -> dict[str, Any]:
         return {"factors": dict(self.factors), "block_ms": self.block_ms, "model_ms": self.model_ms}
@@ -169,4 +173,5 @@ def correction_of(calibration: Mapping[str, Any] | None) -> Correction:
         {str(k): float(v) for k, v in (calibration.get("factors") or {}).items()},
         block_ms=float(calibration.get("block_ms") or 0.0),
         model_ms=float(calibration.get("model_ms") or 0.0),
+        level=float(calibration.get("level") or 1.0),
     )

@@ -189,6 +189,7 @@ class LatencyTable:
             },
             "calibration": (
                 {k: self.calibration.get(k) for k in ("method", "form", "before", "after")}
+                | {"level": float(self.calibration.get("level") or 1.0)}
                 if self.calibration
                 else None
             ),
@@ -223,14 +224,14 @@ class LatencyTable:
         total = np.full(len(columns["emb"]), self.correction.block_ms)
         for name in self.block_parts:
             total += factors.get(name, 1.0) * self._parts[name](columns)
-        return total
+        return self.correction.level * total
 
     def _model_extra(self, emb: np.ndarray) -> np.ndarray:
         factors = self.correction.factors
         total = np.full(len(emb), self.correction.model_ms)
         for name in self.model_parts:
             total += factors.get(name, 1.0) * self._parts[name]({"emb": emb})
-        return total
+        return self.correction.level * total
 
     def raw_part_sums(self, model: ModelDims) -> dict[str, float]:
         """Each part's uncorrected contribution to a model's latency: the features a calibration is fitted on."""

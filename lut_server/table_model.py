@@ -249,6 +249,12 @@ class Calibration(_Sparse):
     cross_validation_bound: Percent | None = Field(
         default=None, description="the lowest error plus one standard error: the simplest form within it is kept"
     )
+    level: Factor = Field(
+        default=1.0,
+        description="the machine's typical speed relative to the sweep (the median of the recorded `levels` "
+        "sessions, the sweep counted as 1): every calibrated answer is multiplied by it",
+    )
+    level_sessions: NonNegativeInt | None = Field(default=None, description="how many sessions `level` is taken from")
 
     @field_validator("factors")
     @classmethod
@@ -257,6 +263,23 @@ class Calibration(_Sparse):
             if name not in PART_AXES:
                 raise TableFormatError(f"calibration.factors.{name} is not a known part; parts are {list(PART_AXES)}")
         return factors
+
+
+MAX_LEVEL_SESSIONS = 500
+"""The most sessions a table's level history keeps (the newest); a check a day for a year fits."""
+
+
+class LevelSession(_Sparse):
+    """The machine's speed during one session that timed the table's reference configuration again."""
+
+    model_config = _OPEN
+    created: str = Field(description="UTC time of the session (ISO 8601)")
+    source: Literal["validate", "check"]
+    level_pct: Annotated[float, Field(gt=-100, allow_inf_nan=False)] = Field(
+        description="measured over the table's raw cells, minus 1, in percent (negative: the machine was faster)"
+    )
+    count: NonNegativeInt | None = Field(default=None, description="how many timings the level is the median of")
+    device: str | None = Field(default=None, description="the device name where the session ran")
 
 
 # ---- grid and part values ---------------------------------------------------------------------------------------
@@ -401,6 +424,11 @@ class LatencyTableDocument(BaseModel):
     sweep: Sweep | None = None
     validation: Validation | None = None
     calibration: Calibration | None = None
+    levels: Annotated[list[LevelSession], Field(max_length=MAX_LEVEL_SESSIONS)] | None = Field(
+        default=None,
+        description="the machine's speed at every later session that re-timed the table's reference (validations, "
+        "recorded checks): where a shared machine's typical speed and its wander over hours are read from",
+    )
 
     @model_validator(mode="wrap")
     @classmethod

@@ -8,15 +8,21 @@ table's raw cells, which hold no interpolation error. All points are timed in tw
 gives its own drift (the median over points of measured / table, so one burst of load on one point does not move
 it).
 
+The table's cells are at the speed the machine had during its sweep; a calibrated table moves them to the
+machine's typical speed (`calibration.level`, the median over the sessions it recorded, see
+`profiler/level_history.py`), and drift is measured against that. `--record` adds this check to those sessions
+(the level measured over the raw cells), so a later `calibrate` learns from it.
+
 The table is `stale` only when every pass drifted beyond the threshold on the same side: a burst of load during
 one pass cannot call a table stale, and a noisy machine cannot hide a table that is off in every pass (the
 passes' disagreement is reported as noise, not added to the threshold). The threshold is the larger of 3% and
 the machine's own wander as the table recorded it: the 90th percentile of how far its speed strayed from the
 middle of each record, over the sweep's reference re-times and the latest validation's levels (each validated
-point's measured over level-normalised time), each against its own median. A sweep lasts minutes and a shared
-machine also wanders over hours; the validation, taken later, samples that. An offset the validation found is
-drift, not wander, and widens nothing. A drift within the range the table's own records show is no evidence that
-the table went stale.
+point's measured over level-normalised time), each against its own median; or, where the table recorded at least
+five sessions, the 90th percentile of how far the sessions' levels lay from their median, if larger. A sweep lasts
+minutes and a shared machine also wanders over hours; validations and recorded checks, taken later, sample that.
+An offset one validation found is drift, not wander, and widens nothing. A drift within the range the table's own
+records show is no evidence that the table went stale.
 Drift is compared as a ratio, so a table three times too slow is as stale as one three times too fast.
 
 Exit codes: 0 `holds`, 3 `stale` (same device, drifted beyond the threshold in every pass), 4 `different` (device
@@ -35,9 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from lut_server.calibration import correction_of
 from lut_server.dims import BlockDims
-from lut_server.table_format import read_table
+from lut_server.table_format import read_table, write_table
 from profiler.fingerprint import fingerprint_mismatches, flatten
+from profiler.level_history import record_level, session_departures_pct, typical_level
 from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
 from profiler.timing import Protocol, measure
@@ -86,6 +94,11 @@ def check_points(doc: Mapping[str, Any], count: int, seed: int) -> list[BlockDim
     return [reference, *(combo_dims(spec, c) for c in picked)]
 
 
+def table_level(doc: Mapping[str, Any]) -> float:
+    """The speed the table answers at, relative to its raw cells: its calibration's level (1 uncalibrated)."""
+    return correction_of(doc.get("calibration")).level
+
+
 def time_points(doc: Mapping[str, Any], points: list[BlockDims], passes: int, seed: int) -> list[CheckPoint]:
     backend = backend_for_table(doc)
     workload = workload_for_table(doc)
@@ -100,7 +113,8 @@ def time_points(doc: Mapping[str, Any], points: list[BlockDims], passes: int, se
         for i in order:
             _, stages, inputs = build_pipeline([points[i], points[i]], workload, with_model, block_stages=split)
             timed[i].append(measure(backend.prepare_pipeline(stages, inputs), protocol).median_ms)
-    return [CheckPoint(p, predicted_pair_ms(doc, p), tuple(t)) for p, t in zip(points, timed, strict=True)]
+    level = table_level(doc)
+    return [CheckPoint(p, level * predicted_pair_ms(doc, p), tuple(t)) for p, t in zip(points, timed, strict=True)]
 
 
 WANDER_MIN_LEVELS = 5
@@ -133,12 +147,15 @@ def recorded_departures_pct(doc: Mapping[str, Any]) -> list[float]:
     return departures
 
 
+def _p90(values: list[float]) -> float:
+    return float(np.percentile(values, 90)) if values else 0.0
+
+
 def wander_pct(doc: Mapping[str, Any]) -> float:
-    """The machine's wander as the table recorded it: the 90th percentile of the recorded departures, in percent (0
-    with none). A percentile rather than the maximum, so one burst of load while profiling or validating does not
-    excuse any drift."""
-    departures = recorded_departures_pct(doc)
-    return float(np.percentile(departures, 90)) if departures else 0.0
+    """The machine's wander as the table recorded it: the 90th percentile of the departures within its records, or
+    of its sessions' levels from their median if larger, in percent (0 with none). A percentile rather than the
+    maximum, so one burst of load while profiling, validating or checking does not excuse any drift."""
+    return max(_p90(recorded_departures_pct(doc)), _p90(session_departures_pct(doc)))
 
 
 def drift_threshold_pct(wander: float) -> float:
@@ -155,8 +172,11 @@ def verdict_of(mismatches: list[str], pass_drifts: list[float], threshold_pct: f
     return "stale" if beyond else "holds"
 
 
-def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 2) -> dict[str, Any]:
-    """The fingerprint comparison, and (on the table's device) the drift of re-timed points; see the module doc."""
+def check_table(
+    path: str | Path, points: int = 6, seed: int = 0, passes: int = 2, record: bool = False
+) -> dict[str, Any]:
+    """The fingerprint comparison, and (on the table's device) the drift of re-timed points; see the module doc.
+    `record`: add the level measured here to the table's sessions (only on the table's device)."""
     doc = read_table(path)
     backend = backend_for_table(doc)
     here = backend.environment()
@@ -179,6 +199,12 @@ def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 
         result["drift_pct"] = round(float(median(p.drift_pct for p in timed)), 3)
         result["noise_pct"] = round(float(median(p.noise_pct for p in timed)), 3)
         pass_drifts = pass_drifts_pct(timed)
+        level = table_level(doc)
+        typical, sessions = typical_level(doc)
+        raw_level_pct = 100.0 * (level * float(median(p.measured_ms / p.predicted_ms for p in timed)) - 1.0)
+        result["level_pct"] = round(raw_level_pct, 3)
+        result["table_level_pct"] = round(100.0 * (level - 1.0), 3)
+        result["sessions"] = {"count": sessions, "typical_level_pct": round(100.0 * (typical - 1.0), 3)}
         result["pass_drift_pct"] = [round(d, 3) for d in pass_drifts]
         result["wander_pct"] = round(wander, 3)
         result["threshold_pct"] = round(threshold, 3)
@@ -198,6 +224,12 @@ def check_table(path: str | Path, points: int = 6, seed: int = 0, passes: int = 
             then = float(series[-1]["median_ms"])
             result["reference_drift_pct"] = round(100.0 * (timed[0].measured_ms - then) / then, 3)
     result["verdict"] = verdict_of(mismatches, pass_drifts, threshold)  # unrounded: the display rounds, not the verdict
+    result["recorded"] = False
+    if record and not mismatches:
+        latest = read_table(path)  # as it is now, so a session recorded meanwhile is kept
+        record_level(latest, "check", result["level_pct"], len(result["points"]) * passes, here["device"]["name"])
+        write_table(path, latest)
+        result["recorded"] = True
     result["exit_code"] = EXIT_CODES[result["verdict"]]
     result["next"] = None if result["verdict"] == "holds" else refresh_command(Path(path))
     return result
@@ -230,6 +262,12 @@ def format_report(result: Mapping[str, Any]) -> str:
             f"noise {result['noise_pct']:.2f}%, recorded wander {result['wander_pct']:.2f}%, "
             f"threshold -{faster:.2f}% / +{result['threshold_pct']:.2f}%"
         )
+        sessions = result["sessions"]
+        lines.append(
+            f"level   here {result['level_pct']:+.2f}% of the sweep's speed; the table answers at "
+            f"{result['table_level_pct']:+.2f}% (median of {sessions['count']} sessions: "
+            f"{sessions['typical_level_pct']:+.2f}%)" + ("; recorded" if result.get("recorded") else "")
+        )
     lines.append(f"verdict {result['verdict']} (exit {result['exit_code']})")
     if result.get("next"):
         lines.append(f"next    {result['next']}")
@@ -242,6 +280,9 @@ def register(sub: Any) -> None:
     p.add_argument("--points", type=int, default=6, help="grid combinations re-timed besides the reference")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--record", action="store_true", help="add the level measured here to the table's sessions (for calibrate)"
+    )
     p.set_defaults(handler=_cmd_check)
 
 
@@ -250,6 +291,6 @@ def _cmd_check(args: Any) -> int:
 
     if args.points < 0:
         raise ValueError(f"--points must be >= 0, got {args.points}")
-    result = check_table(args.table, points=args.points, seed=args.seed)
+    result = check_table(args.table, points=args.points, seed=args.seed, record=args.record)
     print(json.dumps(result, indent=1) if args.json else format_report(result), file=sys.stdout)
     return result["exit_code"]

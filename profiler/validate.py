@@ -27,6 +27,7 @@ from lut_server.table_format import read_table, write_table
 from profiler.backends import Backend, create_backend
 from profiler.device_match import ensure_same_device
 from profiler.environment import utc_now
+from profiler.level_history import record_level
 from profiler.machine_level import has_reference, measure_tracking_level, predicted_pair_ms, reference_runner
 from profiler.timing import Protocol, Runner, measure_in_passes
 from profiler.vit import VitConfig
@@ -132,8 +133,9 @@ def _compare_table(
         out["level_normalised"] = {"blocks": ape_stats(predicted, normalised_blocks * scale)}
         if len(model_dims):
             out["level_normalised"]["models"] = ape_stats(predicted_models, normalised_models * scale)
-            if calibrated_models is not None:
-                out["level_normalised"]["models_calibrated"] = ape_stats(calibrated_models, normalised_models * scale)
+            if calibrated_models is not None and calibrated is not None:
+                at_sweep = calibrated_models / calibrated.correction.level
+                out["level_normalised"]["models_calibrated"] = ape_stats(at_sweep, normalised_models * scale)
     return out
 
 
@@ -171,6 +173,7 @@ def validate_table_file(
     calibrated = LatencyTable(doc, path.stem) if doc.get("calibration") else None
     backend = backend_for_table(doc)
     ensure_same_device(doc, backend, force, action="validate")
+    device_name = backend.environment()["device"]["name"]
     workload = workload_for_table(doc)
     protocol = protocol or Protocol.from_dict(doc["protocol"])
     rng = random.Random(seed)
@@ -221,11 +224,15 @@ def validate_table_file(
         if models:
             figures["models"] = ape_stats(predicted_models, models_n)
         if calibrated is not None:
-            figures["blocks_calibrated"] = ape_stats(calibrated.block_latency(blocks), blocks_n)
+            # Level-normalised times are at the sweep's speed; the calibration's level moves answers off it.
+            at_sweep = 1.0 / calibrated.correction.level
+            figures["blocks_calibrated"] = ape_stats(at_sweep * calibrated.block_latency(blocks), blocks_n)
             if models:
                 cal_models = np.array([calibrated.model_latency(m) for m in model_dims])
-                figures["models_calibrated"] = ape_stats(cal_models, models_n)
+                figures["models_calibrated"] = ape_stats(at_sweep * cal_models, models_n)
         level_figures["level_normalised"] = figures
+        level = level_figures["level"]
+        record_level(doc, "validate", level["median_pct"], level["reference_times"], device_name)
     noise = ape(second, measured[retest_idx])
     result: dict[str, Any] = {
         "created": utc_now(),
@@ -252,7 +259,7 @@ def validate_table_file(
         "seed": seed,
         "measurements": count,
         "wall_s": round(time.perf_counter() - started, 1),
-        "device": backend.environment()["device"]["name"],
+        "device": device_name,
         "blocks": [
             {**b.as_dict(), "measured_ms": round(float(m), 5), "predicted_ms": round(float(p), 5)}
             | _level_normalised(normalised, i, 5)
