@@ -13,6 +13,7 @@ import pytest
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
 from lut_server.table_identity import content_hash
+from tests.table_factory import calibration
 
 GRID = {"emb": [32, 64], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [32, 64]}
 
@@ -77,6 +78,28 @@ def test_a_table_made_slower_is_stale(tiny_table, tmp_path):
 
 
 @pytest.mark.slow
+def test_check_record_adds_a_session_and_drift_is_against_the_calibrated_level(tiny_table, tmp_path):
+    table = copy_with(tiny_table, tmp_path / "rec.json", lambda doc: None)
+    done = run_profiler("check", table, "--points", "1", "--json", "--record")
+    first = json.loads(done.stdout)
+    assert first["recorded"] is True and first["table_level_pct"] == 0.0  # uncalibrated: the sweep's speed
+    [session] = read_table(table)["levels"]
+    assert session["source"] == "check" and session["level_pct"] == first["level_pct"]
+
+    def three_times_slower_machine(doc):  # a calibration that says this machine typically runs 3x the cells
+        doc["calibration"] = calibration() | {"factors": {}, "block_ms": 0.0, "model_ms": 0.0, "level": 3.0}
+
+    leveled = copy_with(table, tmp_path / "leveled.json", three_times_slower_machine)
+    done = run_profiler("check", leveled, "--points", "1", "--json")
+    result = json.loads(done.stdout)
+    assert result["table_level_pct"] == 200.0 and result["recorded"] is False
+    assert abs(result["level_pct"]) < 60  # the machine against the raw cells: the same machine minutes later
+    assert result["drift_pct"] < -40  # against the table's answers, three times the cells: about -67%
+    assert (done.returncode, result["verdict"]) == (3, "stale")
+    assert len(read_table(leveled)["levels"]) == 1  # not recorded without --record
+
+
+@pytest.mark.slow
 def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(tiny_table, tmp_path):
     def flip(doc):
         isa = doc["device"]["match"]["cpu"]["isa"]
@@ -124,6 +147,10 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
     assert calibrated.returncode == 0, calibrated.stderr
     doc = read_table(table)
     assert doc["calibration"]["fitted"]["models"] == 8
+    [session] = doc["levels"]  # the validation's level joins the table's sessions
+    assert session["source"] == "validate"
+    assert session["level_pct"] == json.loads(validated.stdout)["level"]["median_pct"]
+    assert doc["calibration"]["level_sessions"] == 2  # the sweep and the validation
     scores = doc["calibration"]["cross_validation"]  # leave-one-out error of every form, in %
     assert set(scores) == {"none", "scale", "parts", "parts+constants"}
     bound = doc["calibration"]["cross_validation_bound"]  # the lowest error plus one standard error
