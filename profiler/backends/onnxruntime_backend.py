@@ -186,8 +186,12 @@ class OnnxRuntimeBackend(Backend):
         if self.provider == "cpu" and precision != "fp32":
             raise ValueError("onnxruntime on the CPU provider is profiled in fp32 only (fp16 runs unfused there)")
         self.options["opset"] = resolve_opset(self.dtype, self.options["opset"])  # before a sweep, recorded as used
-        self.opset = self.options["opset"]
         self._cuda_stream: torch.cuda.Stream | None = None
+
+    @property
+    def opset(self) -> int:
+        """The opset graphs are exported with: the one recorded in the options, so the two cannot disagree."""
+        return int(self.options["opset"])
 
     @property
     def stage_timing(self) -> str:
@@ -200,7 +204,7 @@ class OnnxRuntimeBackend(Backend):
 
     def export(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> OnnxGraph:
         """The ONNX graph this backend times: the module (already in the table's precision), exact dims."""
-        return export_onnx(module, inputs, exporter=self.exporter, opset=self.opset)  # type: ignore[arg-type]
+        return export_onnx(module, inputs, exporter=self.exporter, opset=self.opset)
 
     def session(self, graph: OnnxGraph) -> ort.InferenceSession:
         provider_options: dict[str, str] = {}
