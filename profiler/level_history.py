@@ -23,12 +23,20 @@ MIN_SESSIONS_FOR_SPREAD = 5
 """Fewer sessions than this say nothing about the spread over hours."""
 
 
+def _sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The recorded sessions, and the latest validation where it predates the history (it tracked the level too)."""
+    sessions = list(doc.get("levels") or [])
+    validation = doc.get("validation") or {}
+    level = (validation.get("level") or {}).get("median_pct")
+    if level is not None and validation.get("created") not in {s.get("created") for s in sessions}:
+        sessions.append({"level_pct": level, "device": validation.get("device")})
+    return sessions
+
+
 def session_levels(doc: Mapping[str, Any]) -> list[float]:
     """The level of every session on the table's device, as a ratio: the sweep's (1), then the recorded ones."""
     device = (doc.get("device") or {}).get("name")
-    recorded = [
-        1.0 + float(s["level_pct"]) / 100.0 for s in doc.get("levels") or [] if s.get("device") in (None, device)
-    ]
+    recorded = [1.0 + float(s["level_pct"]) / 100.0 for s in _sessions(doc) if s.get("device") in (None, device)]
     return [1.0, *recorded] if doc.get("sweep") else recorded
 
 
@@ -49,9 +57,16 @@ def session_departures_pct(doc: Mapping[str, Any]) -> list[float]:
     return [100.0 * abs(v / middle - 1.0) for v in levels]
 
 
-def record_level(doc: dict[str, Any], source: str, level_pct: float, count: int, device: str | None) -> None:
+def record_level(
+    doc: dict[str, Any], source: str, level_pct: float, count: int, device: str | None, created: str | None = None
+) -> None:
     """Append one session to the table's history (the newest `MAX_LEVEL_SESSIONS` are kept)."""
-    session = {"created": utc_now(), "source": source, "level_pct": round(float(level_pct), 3), "count": int(count)}
+    session = {
+        "created": created or utc_now(),
+        "source": source,
+        "level_pct": round(float(level_pct), 3),
+        "count": int(count),
+    }
     if device is not None:
         session["device"] = device
     doc["levels"] = [*(doc.get("levels") or []), session][-MAX_LEVEL_SESSIONS:]

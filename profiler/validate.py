@@ -216,6 +216,7 @@ def validate_table_file(
         if models:
             cal_models = np.array([calibrated.model_latency(m) for m in model_dims])
             calibrated_figures["models_calibrated"] = ape_stats(cal_models, measured_models)
+    created = utc_now()
     level_figures: dict[str, Any] = {}
     if levelled is not None and normalised is not None:
         blocks_n, models_n = normalised[:points], normalised[points : points + models]
@@ -232,10 +233,10 @@ def validate_table_file(
                 figures["models_calibrated"] = ape_stats(at_sweep * cal_models, models_n)
         level_figures["level_normalised"] = figures
         level = level_figures["level"]
-        record_level(doc, "validate", level["median_pct"], level["reference_times"], device_name)
+        record_level(doc, "validate", level["median_pct"], level["reference_times"], device_name, created)
     noise = ape(second, measured[retest_idx])
     result: dict[str, Any] = {
-        "created": utc_now(),
+        "created": created,
         "points": points,
         **_stats(ape(predicted, measured)),
         "retest_points": retest,

@@ -110,3 +110,15 @@ def test_calibrate_stores_the_median_session_level(tmp_path: Path):
     served = LatencyTable.load(path)
     for m in models:
         assert served.model_latency(m) == pytest.approx(1.04 * raw.model_latency(m), rel=1e-4)
+
+
+def test_a_validation_from_before_the_history_counts_once():
+    """A table validated before it kept sessions still has that validation's level; recorded, it is not counted
+    twice."""
+    validation = {"created": "2026-01-03T00:00:00Z", "device": DEVICE, "level": {"median_pct": -3.0}}
+    doc = with_sessions([-1.0]) | {"validation": validation}
+    assert typical_level(doc) == (pytest.approx(0.99), 3)  # 0, -1, -3
+    record_level(doc, "validate", -3.0, 40, DEVICE, created=validation["created"])
+    assert typical_level(doc) == (pytest.approx(0.99), 3)
+    forced = doc | {"levels": doc["levels"][:1], "validation": validation | {"device": "Other CPU"}}
+    assert typical_level(forced) == (pytest.approx(0.99**0.5), 2)  # a validation forced elsewhere is left out
