@@ -122,7 +122,9 @@ class TableSummary(BaseModel):
         default=None, description="sha256 of the table's grid, parts and calibration: what a long run pins"
     )
     calibration: dict[str, Any] | None = Field(
-        default=None, description="whole-model correction served by default: method, form, error before and after"
+        default=None,
+        description="whole-model correction served by default: method, form, error before and after, and level (the "
+        "machine's typical speed relative to the sweep, which multiplies every answer) with its spread",
     )
 
 

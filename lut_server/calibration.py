@@ -5,12 +5,15 @@ other work before it than the pipeline that filled the table, and the stem and h
 Measured whole models give the correction. The fitted form keeps the table's structure so group deltas stay
 meaningful:
 
-    Lat(model) = Σ_parts f_part · Σ_blocks part(block) + f_stem · stem + f_head · head + depth · block_ms + model_ms
+    Lat(model) = level · (Σ_parts f_part · Σ_blocks part(block) + f_stem · stem + f_head · head
+                          + depth · block_ms + model_ms)
 
 Several forms are fitted (one overall scale; one factor per part; factors plus constants), each by least squares
 on relative error with a ridge pull of every factor towards 1 and every constant towards 0 (a few dozen models do
 not pin down six free parameters on their own), and the simplest form within one standard error of the lowest
 leave-one-out error is kept. The raw medians in the table are never changed; a reader applies the factors on top.
+The factors are fitted at the sweep's speed; `level`, the machine's typical speed relative to the sweep, is not
+fitted here but taken from the sessions the table recorded (`profiler/level_history.py`).
 """
 
 from __future__ import annotations

@@ -189,7 +189,10 @@ class LatencyTable:
             },
             "calibration": (
                 {k: self.calibration.get(k) for k in ("method", "form", "before", "after")}
-                | {"level": float(self.calibration.get("level") or 1.0)}
+                | {
+                    "level": float(self.calibration.get("level") or 1.0),
+                    "level_spread_pct": self.calibration.get("level_spread_pct"),
+                }
                 if self.calibration
                 else None
             ),

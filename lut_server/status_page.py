@@ -159,8 +159,8 @@ def describe_calibration(calibration: Mapping[str, Any] | None) -> str:
     return (
         f"{calibration.get('method', 'unknown method')}: median APE {_fmt(before.get('median_ape_pct'), '%')} → "
         f"{_fmt(after.get('median_ape_pct'), '%')}, p95 {_fmt(before.get('p95_ape_pct'), '%')} → "
-        f"{_fmt(after.get('p95_ape_pct'), '%')} (after: cross-validated); answers at "
-        f"{100.0 * (float(calibration.get('level') or 1.0) - 1.0):+.1f}% of the sweep's speed (the machine's typical "
+        f"{_fmt(after.get('p95_ape_pct'), '%')} (after: cross-validated); latencies "
+        f"{100.0 * (float(calibration.get('level') or 1.0) - 1.0):+.1f}% against the sweep's (the machine's typical "
         "level)"
     )
 

@@ -255,6 +255,11 @@ class Calibration(_Sparse):
         "sessions, the sweep counted as 1): every calibrated answer is multiplied by it",
     )
     level_sessions: NonNegativeInt | None = Field(default=None, description="how many sessions `level` is taken from")
+    level_spread_pct: Percent | None = Field(
+        default=None,
+        description="the 90th percentile of the sessions' departures from `level` (five sessions or more): the "
+        "machine's wander over hours, which `profiler check` allows",
+    )
 
     @field_validator("factors")
     @classmethod
@@ -429,6 +434,14 @@ class LatencyTableDocument(BaseModel):
         description="the machine's speed at every later session that re-timed the table's reference (validations, "
         "recorded checks): where a shared machine's typical speed and its wander over hours are read from",
     )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_history(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`levels` is written only when there is one: a table without sessions stays readable by earlier readers."""
+        data = handler(self)
+        if data.get("levels") is None:
+            data.pop("levels", None)
+        return data
 
     @model_validator(mode="wrap")
     @classmethod

@@ -17,7 +17,7 @@ from lut_server.dims import ModelDims
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
 from profiler.environment import utc_now
-from profiler.level_history import typical_level
+from profiler.level_history import level_spread_pct, typical_level
 
 
 def calibration_rows(table: LatencyTable, points: list[Mapping[str, Any]]) -> list[CalibrationRow]:
@@ -64,7 +64,8 @@ def calibrate_table(path: str | Path) -> dict[str, Any]:
     """Fit, store the calibration beside the untouched raw medians, return it.
 
     The factors are fitted at the sweep's speed (level-normalised models); `level` then moves every answer to the
-    machine's typical speed, the median over the sessions the table recorded (`profiler/level_history.py`)."""
+    machine's typical speed, the median over the sessions the table recorded, and `level_spread_pct` keeps their
+    spread for `check` (`profiler/level_history.py`)."""
     path = Path(path)
     doc = read_table(path)
     points = model_points(doc)
@@ -73,6 +74,9 @@ def calibrate_table(path: str | Path) -> dict[str, Any]:
     level, sessions = typical_level(doc)
     calibration["level"] = round(level, 5)
     calibration["level_sessions"] = sessions
+    spread = level_spread_pct(doc)
+    if spread is not None:
+        calibration["level_spread_pct"] = round(spread, 3)
     calibration["fitted"] = {
         "created": utc_now(),
         "models": len(points),

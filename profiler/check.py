@@ -18,11 +18,12 @@ one pass cannot call a table stale, and a noisy machine cannot hide a table that
 passes' disagreement is reported as noise, not added to the threshold). The threshold is the larger of 3% and
 the machine's own wander as the table recorded it: the 90th percentile of how far its speed strayed from the
 middle of each record, over the sweep's reference re-times and the latest validation's levels (each validated
-point's measured over level-normalised time), each against its own median; or, where the table recorded at least
-five sessions, the 90th percentile of how far the sessions' levels lay from their median, if larger. A sweep lasts
-minutes and a shared machine also wanders over hours; validations and recorded checks, taken later, sample that.
-An offset one validation found is drift, not wander, and widens nothing. A drift within the range the table's own
-records show is no evidence that the table went stale.
+point's measured over level-normalised time), each against its own median; or, if larger, the spread of the
+sessions that `calibrate` kept beside the level (five sessions or more). A sweep lasts minutes and a shared machine
+also wanders over hours; validations and recorded checks, taken later, sample that. Sessions recorded since the
+last `calibrate` widen nothing: after a lasting change of the machine they are that change, and an offset a
+validation found is drift, not wander. A drift within the range the table's own records show is no evidence that
+the table went stale.
 Drift is compared as a ratio, so a table three times too slow is as stale as one three times too fast.
 
 Exit codes: 0 `holds`, 3 `stale` (same device, drifted beyond the threshold in every pass), 4 `different` (device
@@ -45,7 +46,7 @@ from lut_server.calibration import correction_of
 from lut_server.dims import BlockDims
 from lut_server.table_format import read_table, write_table
 from profiler.fingerprint import fingerprint_mismatches, flatten
-from profiler.level_history import record_level, session_departures_pct, typical_level
+from profiler.level_history import record_level, typical_level
 from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
 from profiler.timing import Protocol, measure
@@ -153,9 +154,10 @@ def _p90(values: list[float]) -> float:
 
 def wander_pct(doc: Mapping[str, Any]) -> float:
     """The machine's wander as the table recorded it: the 90th percentile of the departures within its records, or
-    of its sessions' levels from their median if larger, in percent (0 with none). A percentile rather than the
-    maximum, so one burst of load while profiling, validating or checking does not excuse any drift."""
-    return max(_p90(recorded_departures_pct(doc)), _p90(session_departures_pct(doc)))
+    the spread of its sessions that `calibrate` kept with its level if larger, in percent (0 with none). Percentiles
+    rather than maxima, so one burst of load while profiling, validating or checking does not excuse any drift."""
+    spread = (doc.get("calibration") or {}).get("level_spread_pct")
+    return max(_p90(recorded_departures_pct(doc)), float(spread or 0.0))
 
 
 def drift_threshold_pct(wander: float) -> float:
@@ -264,9 +266,9 @@ def format_report(result: Mapping[str, Any]) -> str:
         )
         sessions = result["sessions"]
         lines.append(
-            f"level   here {result['level_pct']:+.2f}% of the sweep's speed; the table answers at "
-            f"{result['table_level_pct']:+.2f}% (median of {sessions['count']} sessions: "
-            f"{sessions['typical_level_pct']:+.2f}%)" + ("; recorded" if result.get("recorded") else "")
+            f"level   latencies here {result['level_pct']:+.2f}% against the sweep's; the table answers at "
+            f"{result['table_level_pct']:+.2f}% (sessions: {sessions['count']}, median "
+            f"{sessions['typical_level_pct']:+.2f}%)" + ("; this check recorded" if result.get("recorded") else "")
         )
     lines.append(f"verdict {result['verdict']} (exit {result['exit_code']})")
     if result.get("next"):

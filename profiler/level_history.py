@@ -4,15 +4,17 @@ A sweep gives a table its scale: every cell is at the speed the machine had duri
 shared VM's speed moves by several percent over hours, so that scale is one draw. Every later session that times
 the table's reference configuration again (each validation; each `check --record`) adds one draw: the machine's
 level then, measured over the table's raw cells. The median of the draws, the sweep counted as level 1, is the
-machine's typical speed, which `calibrate` stores as `calibration.level`; their spread around it is the wander
-over hours that `check` allows before it calls a table stale.
+machine's typical speed, and their spread around it the machine's wander over hours. `calibrate` stores both
+(`calibration.level`, `calibration.level_spread_pct`), and `check` judges drift against that level and allows that
+spread. Both move only when `calibrate` runs: sessions recorded after a lasting change of the machine are that
+change, and must not widen the threshold that is there to detect it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from statistics import median
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,14 +25,22 @@ MIN_SESSIONS_FOR_SPREAD = 5
 """Fewer sessions than this say nothing about the spread over hours."""
 
 
-def _sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The recorded sessions, and the latest validation where it predates the history (it tracked the level too)."""
-    sessions = list(doc.get("levels") or [])
+def unrecorded_validation(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The latest validation as a session, where it tracked the level, ran on the table's fingerprint (not
+    `--force`d past a mismatch) and predates the history (a validation now records its own session)."""
     validation = doc.get("validation") or {}
     level = (validation.get("level") or {}).get("median_pct")
-    if level is not None and validation.get("created") not in {s.get("created") for s in sessions}:
-        sessions.append({"level_pct": level, "device": validation.get("device")})
-    return sessions
+    recorded = {s.get("created") for s in doc.get("levels") or []}
+    if level is None or validation.get("forced") or validation.get("created") in recorded:
+        return None
+    session = {"created": validation.get("created"), "source": "validate", "level_pct": level}
+    count = (validation.get("level") or {}).get("reference_times")
+    return session | ({"count": count} if count is not None else {}) | {"device": validation.get("device")}
+
+
+def _sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    earlier = unrecorded_validation(doc)
+    return [*(doc.get("levels") or []), *([earlier] if earlier else [])]
 
 
 def session_levels(doc: Mapping[str, Any]) -> list[float]:
@@ -48,17 +58,23 @@ def typical_level(doc: Mapping[str, Any]) -> tuple[float, int]:
     return float(np.exp(median(np.log(levels)))), len(levels)
 
 
-def session_departures_pct(doc: Mapping[str, Any]) -> list[float]:
-    """How far each session's level lay from the sessions' median, in percent (none for too few sessions)."""
+def level_spread_pct(doc: Mapping[str, Any]) -> float | None:
+    """The 90th percentile of how far the sessions' levels lay from their median, in percent; None for fewer than
+    `MIN_SESSIONS_FOR_SPREAD` sessions. A percentile, so one session in a burst of load does not set it."""
     levels = session_levels(doc)
     if len(levels) < MIN_SESSIONS_FOR_SPREAD:
-        return []
+        return None
     middle, _ = typical_level(doc)
-    return [100.0 * abs(v / middle - 1.0) for v in levels]
+    return float(np.percentile([100.0 * abs(v / middle - 1.0) for v in levels], 90))
 
 
 def record_level(
-    doc: dict[str, Any], source: str, level_pct: float, count: int, device: str | None, created: str | None = None
+    doc: dict[str, Any],
+    source: Literal["validate", "check"],
+    level_pct: float,
+    count: int,
+    device: str | None,
+    created: str | None = None,
 ) -> None:
     """Append one session to the table's history (the newest `MAX_LEVEL_SESSIONS` are kept)."""
     session = {

@@ -81,6 +81,7 @@ def merge_tables(docs: Sequence[Mapping[str, Any]], names: Sequence[str], allow_
     merged["complete"] = not missing
     merged["created"] = utc_now()
     merged["validation"] = None
+    merged.pop("levels", None)
     merged["sweep"] = {
         "layout": sweeps[0].get("layout"),
         "parts": sweeps[0].get("parts"),

@@ -27,7 +27,7 @@ from lut_server.table_format import read_table, write_table
 from profiler.backends import Backend, create_backend
 from profiler.device_match import ensure_same_device
 from profiler.environment import utc_now
-from profiler.level_history import record_level
+from profiler.level_history import record_level, unrecorded_validation
 from profiler.machine_level import has_reference, measure_tracking_level, predicted_pair_ms, reference_runner
 from profiler.timing import Protocol, Runner, measure_in_passes
 from profiler.vit import VitConfig
@@ -103,6 +103,12 @@ def _stats(errors: np.ndarray) -> dict[str, float]:
     }
 
 
+def at_sweep_speed(calibrated: LatencyTable, answers: np.ndarray) -> np.ndarray:
+    """Calibrated answers taken back to the sweep's speed, where level-normalised measurements are: the
+    calibration's level moves answers to the machine's typical speed, which normalising took out."""
+    return answers / calibrated.correction.level
+
+
 def _compare_table(
     doc: Mapping[str, Any],
     other: Mapping[str, Any],
@@ -134,7 +140,7 @@ def _compare_table(
         if len(model_dims):
             out["level_normalised"]["models"] = ape_stats(predicted_models, normalised_models * scale)
             if calibrated_models is not None and calibrated is not None:
-                at_sweep = calibrated_models / calibrated.correction.level
+                at_sweep = at_sweep_speed(calibrated, calibrated_models)
                 out["level_normalised"]["models_calibrated"] = ape_stats(at_sweep, normalised_models * scale)
     return out
 
@@ -172,7 +178,7 @@ def validate_table_file(
     table = LatencyTable(doc, path.stem, calibrated=False)
     calibrated = LatencyTable(doc, path.stem) if doc.get("calibration") else None
     backend = backend_for_table(doc)
-    ensure_same_device(doc, backend, force, action="validate")
+    forced = bool(ensure_same_device(doc, backend, force, action="validate"))
     device_name = backend.environment()["device"]["name"]
     workload = workload_for_table(doc)
     protocol = protocol or Protocol.from_dict(doc["protocol"])
@@ -225,15 +231,13 @@ def validate_table_file(
         if models:
             figures["models"] = ape_stats(predicted_models, models_n)
         if calibrated is not None:
-            # Level-normalised times are at the sweep's speed; the calibration's level moves answers off it.
-            at_sweep = 1.0 / calibrated.correction.level
-            figures["blocks_calibrated"] = ape_stats(at_sweep * calibrated.block_latency(blocks), blocks_n)
+            figures["blocks_calibrated"] = ape_stats(
+                at_sweep_speed(calibrated, calibrated.block_latency(blocks)), blocks_n
+            )
             if models:
                 cal_models = np.array([calibrated.model_latency(m) for m in model_dims])
-                figures["models_calibrated"] = ape_stats(at_sweep * cal_models, models_n)
+                figures["models_calibrated"] = ape_stats(at_sweep_speed(calibrated, cal_models), models_n)
         level_figures["level_normalised"] = figures
-        level = level_figures["level"]
-        record_level(doc, "validate", level["median_pct"], level["reference_times"], device_name, created)
     noise = ape(second, measured[retest_idx])
     result: dict[str, Any] = {
         "created": created,
@@ -261,6 +265,7 @@ def validate_table_file(
         "measurements": count,
         "wall_s": round(time.perf_counter() - started, 1),
         "device": device_name,
+        "forced": forced,
         "blocks": [
             {**b.as_dict(), "measured_ms": round(float(m), 5), "predicted_ms": round(float(p), 5)}
             | _level_normalised(normalised, i, 5)
@@ -285,9 +290,22 @@ def validate_table_file(
     bound = max(3.0, 1.5 * result["retest_noise_pct"])
     result["meets_bar"] = bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= 10.0)
     result["bar"] = {"median_ape_pct_max": round(bound, 3), "p95_ape_pct_max": 10.0}
-    doc["validation"] = result
-    write_table(path, doc)
+    write_table(path, with_validation(read_table(path), result, device_name))
     return result
+
+
+def with_validation(doc: dict[str, Any], result: dict[str, Any], device: str) -> dict[str, Any]:
+    """The table as it is now (sessions a `check --record` added while this validation ran are kept) with this
+    validation, and its level among the sessions unless it was forced past a fingerprint mismatch. A validation
+    from before the table kept sessions is moved into them first, so replacing it does not lose its level."""
+    earlier = unrecorded_validation(doc)
+    if earlier is not None:
+        doc["levels"] = [*(doc.get("levels") or []), earlier]
+    doc["validation"] = result
+    level = result.get("level")
+    if level and not result["forced"]:
+        record_level(doc, "validate", level["median_pct"], level["reference_times"], device, result["created"])
+    return doc
 
 
 def measure_configs(

@@ -119,6 +119,15 @@ def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(t
     assert forced.returncode == 0, forced.stderr
     assert len(json.loads(forced.stdout)["latency_ms"]) == 1
 
+    recorded = run_profiler("check", other, "--record", "--json")
+    assert recorded.returncode == 4 and json.loads(recorded.stdout)["recorded"] is False
+    validated = run_profiler("validate", other, "--points", "2", "--models", "0", "--retest", "1", "--quick",
+                             "--no-progress", "--force")  # fmt: skip
+    assert validated.returncode == 0, validated.stderr
+    doc = read_table(other)
+    assert doc["validation"]["forced"] is True
+    assert "levels" not in doc  # neither the check nor the forced validation speaks for this table's machine
+
 
 @pytest.mark.slow
 def test_measure_models_times_whole_models_with_stem_and_head(tiny_table, tmp_path):
@@ -164,12 +173,24 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
             part["median_ms"] = (np.array(part["median_ms"]) * 1.5).tolist()
 
     other = copy_with(tiny_table, tmp_path / "slower.json", slower)
+
+    def at_twice_the_level(doc):
+        doc["calibration"]["level"] = 2.0 * doc["calibration"]["level"]
+
+    twice = copy_with(table, tmp_path / "twice.json", at_twice_the_level)
     again = run_profiler("validate", table, "--points", "4", "--models", "6", "--depth", "3", "--retest", "2",
-                         "--quick", "--no-progress", "--seed", "5", "--compare", other)  # fmt: skip
+                         "--quick", "--no-progress", "--seed", "5", "--compare", other, twice)  # fmt: skip
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
     assert set(report["models_calibrated"]) >= {"median_ape_pct", "p95_ape_pct", "signed_median_pct"}
     assert "calibrated" in report
+    twice = report["compared"]["twice"]  # the same table, calibrated to a machine that typically runs at twice
+    assert twice["models_calibrated"]["signed_median_pct"] == pytest.approx(
+        100 * (2 * (1 + report["models_calibrated"]["signed_median_pct"] / 100) - 1), abs=0.02
+    )
+    assert twice["level_normalised"]["models_calibrated"] == pytest.approx(
+        report["level_normalised"]["models_calibrated"], abs=0.002
+    )  # level-normalised answers are compared at the sweep's speed, with the level taken out
     compared = report["compared"]["slower"]  # the same measurements, a table 1.5x slower
     expected = 100 * (1.5 * (1 + report["signed_median_pct"] / 100) - 1)  # every prediction exactly 1.5x
     assert compared["blocks"]["signed_median_pct"] == pytest.approx(expected, abs=0.02)
