@@ -55,7 +55,9 @@ class Correction:
         return self.level * (total + row.depth * self.block_ms + self.model_ms)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"factors": dict(self.factors), "block_ms": self.block_ms, "model_ms": self.model_ms}
+        """The table's `calibration` keys for this correction (`level` only when it moves answers)."""
+        out: dict[str, Any] = {"factors": dict(self.factors), "block_ms": self.block_ms, "model_ms": self.model_ms}
+        return out | ({"level": self.level} if self.level != 1.0 else {})
 
 
 IDENTITY = Correction({})

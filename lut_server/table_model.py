@@ -439,7 +439,7 @@ class LatencyTableDocument(BaseModel):
     def _without_empty_history(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """`levels` is written only when there is one: a table without sessions stays readable by earlier readers."""
         data = handler(self)
-        if data.get("levels") is None:
+        if not data.get("levels"):
             data.pop("levels", None)
         return data
 

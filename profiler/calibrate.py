@@ -38,7 +38,7 @@ def model_points(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     fitted = (doc.get("calibration") or {}).get("fitted") or {}
     points = list(fitted.get("points") or [])
     used = set(fitted.get("validations") or [])
-    if validation.get("model_points") and validation.get("created") not in used:
+    if validation.get("model_points") and validation.get("created") not in used and not validation.get("forced"):
         points += [
             {"dims": p["dims"], "measured_ms": p.get("level_normalised_ms", p["measured_ms"])}
             for p in validation["model_points"]
@@ -54,8 +54,9 @@ def model_points(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 def validations_used(doc: Mapping[str, Any]) -> list[str]:
     fitted = (doc.get("calibration") or {}).get("fitted") or {}
     used = list(fitted.get("validations") or [])
-    created = (doc.get("validation") or {}).get("created")
-    if (doc.get("validation") or {}).get("model_points") and created not in used:
+    validation = doc.get("validation") or {}
+    created = validation.get("created")
+    if validation.get("model_points") and created not in used and not validation.get("forced"):
         used.append(created)
     return used
 
@@ -72,8 +73,9 @@ def calibrate_table(path: str | Path) -> dict[str, Any]:
     raw = LatencyTable(doc, path.stem, calibrated=False)
     calibration = fit_calibration(calibration_rows(raw, points))
     level, sessions = typical_level(doc)
-    calibration["level"] = round(level, 5)
-    calibration["level_sessions"] = sessions
+    if sessions > 1:  # the sweep alone: answers stay at its speed, and the table stays readable by earlier readers
+        calibration["level"] = round(level, 5)
+        calibration["level_sessions"] = sessions
     spread = level_spread_pct(doc)
     if spread is not None:
         calibration["level_spread_pct"] = round(spread, 3)

@@ -139,7 +139,7 @@ def recorded_departures_pct(doc: Mapping[str, Any]) -> list[float]:
     departures = _departures_pct(series)
     validation = doc.get("validation") or {}
     device = (doc.get("device") or {}).get("name")
-    if validation.get("device", device) == device:
+    if validation.get("device", device) == device and not validation.get("forced"):
         points = [*(validation.get("blocks") or []), *(validation.get("model_points") or [])]
         levels = [
             float(p["measured_ms"]) / float(p["level_normalised_ms"]) for p in points if p.get("level_normalised_ms")

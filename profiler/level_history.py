@@ -4,10 +4,13 @@ A sweep gives a table its scale: every cell is at the speed the machine had duri
 shared VM's speed moves by several percent over hours, so that scale is one draw. Every later session that times
 the table's reference configuration again (each validation; each `check --record`) adds one draw: the machine's
 level then, measured over the table's raw cells. The median of the draws, the sweep counted as level 1, is the
-machine's typical speed, and their spread around it the machine's wander over hours. `calibrate` stores both
-(`calibration.level`, `calibration.level_spread_pct`), and `check` judges drift against that level and allows that
-spread. Both move only when `calibrate` runs: sessions recorded after a lasting change of the machine are that
-change, and must not widen the threshold that is there to detect it.
+machine's typical speed. How far a session's level strays from it is the machine's wander over hours; it is
+estimated from the changes between consecutive sessions, not from the sessions' spread around their median,
+because after a lasting change of the machine (a new host, a kernel update) the history holds two machines, and
+their spread would be the change itself: a threshold that allowed it could never detect it. A lasting change is
+one large change among many small ones; a machine that wanders changes between most sessions. `calibrate` stores
+both figures (`calibration.level`, `calibration.level_spread_pct`); `check` judges drift against that level and
+allows that spread, and neither moves until `calibrate` runs again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from profiler.environment import utc_now
 MIN_SESSIONS_FOR_SPREAD = 5
 """Fewer sessions than this say nothing about the spread over hours."""
 
+P90_PER_MEDIAN_CHANGE = 1.6449 / (0.6745 * np.sqrt(2.0))
+"""For levels that scatter independently around a typical level, the 90th percentile of their departures from it
+per median absolute change between consecutive levels (normal scatter: a change has √2 times the spread of a
+departure; the median absolute value is 0.6745 and the 90th percentile 1.6449 spreads)."""
+
 
 def unrecorded_validation(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     """The latest validation as a session, where it tracked the level, ran on the table's fingerprint (not
@@ -31,20 +39,25 @@ def unrecorded_validation(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     validation = doc.get("validation") or {}
     level = (validation.get("level") or {}).get("median_pct")
     recorded = {s.get("created") for s in doc.get("levels") or []}
-    if level is None or validation.get("forced") or validation.get("created") in recorded:
+    created = validation.get("created")
+    if level is None or validation.get("forced") or not isinstance(created, str) or created in recorded:
         return None
     session = {"created": validation.get("created"), "source": "validate", "level_pct": level}
     count = (validation.get("level") or {}).get("reference_times")
     return session | ({"count": count} if count is not None else {}) | {"device": validation.get("device")}
 
 
+def in_time_order(sessions: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(sessions, key=lambda s: str(s.get("created") or ""))
+
+
 def _sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     earlier = unrecorded_validation(doc)
-    return [*(doc.get("levels") or []), *([earlier] if earlier else [])]
+    return in_time_order([*(doc.get("levels") or []), *([earlier] if earlier else [])])
 
 
 def session_levels(doc: Mapping[str, Any]) -> list[float]:
-    """The level of every session on the table's device, as a ratio: the sweep's (1), then the recorded ones."""
+    """The level of every session on the table's device, as a ratio, in time order: the sweep's (1) first."""
     device = (doc.get("device") or {}).get("name")
     recorded = [1.0 + float(s["level_pct"]) / 100.0 for s in _sessions(doc) if s.get("device") in (None, device)]
     return [1.0, *recorded] if doc.get("sweep") else recorded
@@ -59,13 +72,14 @@ def typical_level(doc: Mapping[str, Any]) -> tuple[float, int]:
 
 
 def level_spread_pct(doc: Mapping[str, Any]) -> float | None:
-    """The 90th percentile of how far the sessions' levels lay from their median, in percent; None for fewer than
-    `MIN_SESSIONS_FOR_SPREAD` sessions. A percentile, so one session in a burst of load does not set it."""
+    """How far a session's level strays from the typical level, 90th percentile, in percent, estimated from the
+    median change between consecutive sessions (module doc); None for fewer than `MIN_SESSIONS_FOR_SPREAD`
+    sessions. A median of changes, so neither one lasting change nor one session in a burst of load sets it."""
     levels = session_levels(doc)
     if len(levels) < MIN_SESSIONS_FOR_SPREAD:
         return None
-    middle, _ = typical_level(doc)
-    return float(np.percentile([100.0 * abs(v / middle - 1.0) for v in levels], 90))
+    changes = np.abs(np.diff(np.log(levels)))
+    return float(100.0 * np.expm1(P90_PER_MEDIAN_CHANGE * float(np.median(changes))))
 
 
 def record_level(
@@ -85,4 +99,4 @@ def record_level(
     }
     if device is not None:
         session["device"] = device
-    doc["levels"] = [*(doc.get("levels") or []), session][-MAX_LEVEL_SESSIONS:]
+    doc["levels"] = in_time_order([*(doc.get("levels") or []), session])[-MAX_LEVEL_SESSIONS:]

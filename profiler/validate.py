@@ -27,7 +27,7 @@ from lut_server.table_format import read_table, write_table
 from profiler.backends import Backend, create_backend
 from profiler.device_match import ensure_same_device
 from profiler.environment import utc_now
-from profiler.level_history import record_level, unrecorded_validation
+from profiler.level_history import in_time_order, record_level, unrecorded_validation
 from profiler.machine_level import has_reference, measure_tracking_level, predicted_pair_ms, reference_runner
 from profiler.timing import Protocol, Runner, measure_in_passes
 from profiler.vit import VitConfig
@@ -290,8 +290,13 @@ def validate_table_file(
     bound = max(3.0, 1.5 * result["retest_noise_pct"])
     result["meets_bar"] = bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= 10.0)
     result["bar"] = {"median_ape_pct_max": round(bound, 3), "p95_ape_pct_max": 10.0}
-    write_table(path, with_validation(read_table(path), result, device_name))
+    store_validation(path, result, device_name)
     return result
+
+
+def store_validation(path: Path, result: dict[str, Any], device: str) -> None:
+    """Write the validation into the table as it is on disk now, not as it was when the validation began."""
+    write_table(path, with_validation(read_table(path), result, device))
 
 
 def with_validation(doc: dict[str, Any], result: dict[str, Any], device: str) -> dict[str, Any]:
@@ -300,7 +305,7 @@ def with_validation(doc: dict[str, Any], result: dict[str, Any], device: str) ->
     from before the table kept sessions is moved into them first, so replacing it does not lose its level."""
     earlier = unrecorded_validation(doc)
     if earlier is not None:
-        doc["levels"] = [*(doc.get("levels") or []), earlier]
+        doc["levels"] = in_time_order([*(doc.get("levels") or []), earlier])
     doc["validation"] = result
     level = result.get("level")
     if level and not result["forced"]:

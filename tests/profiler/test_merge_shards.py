@@ -40,12 +40,17 @@ def test_three_shards_merge_to_the_unsharded_point_set(sweeps: dict[str, Path], 
     shards = [sweeps[f"s{i}"] for i in (2, 0, 1)]  # order of the arguments does not matter
     for path in shards:
         assert not read_table(path)["complete"]
+    with_session = read_table(shards[0])  # a session one shard's machine saw says nothing of the merged table's
+    with_session["levels"] = [{"created": "2026-02-01T00:00:00Z", "source": "check", "level_pct": 5.0}]
+    shards[0] = tmp_path / "shard-with-session.json"
+    write_table(shards[0], with_session)
     out = tmp_path / "merged.json"
     assert main(["merge", *map(str, shards), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     merged, full = read_table(out), read_table(sweeps["full"])
     assert summary == {**summary, "complete": True, "shards": 3, "blocks": 8, "blocks_planned": 8}
     assert merged["complete"] and merged["sweep"]["shard"] is None and merged["validation"] is None
+    assert "levels" not in merged
     assert merged["grid"] == full["grid"] and set(merged["parts"]) == set(full["parts"])
     # the same runs as the unsharded sweep, each one the shard's own measurement, and the shards are disjoint
     assert set(_runs(merged)) == set(_runs(full))
