@@ -45,7 +45,8 @@ import numpy as np
 from lut_server.calibration import correction_of
 from lut_server.dims import BlockDims
 from lut_server.table_format import read_table, write_table
-from profiler.fingerprint import fingerprint_mismatches, flatten
+from profiler.backends import Backend, BackendUnavailable
+from profiler.fingerprint import cpu_device, fingerprint_mismatches, flatten, software, torch_software
 from profiler.level_history import record_level, typical_level
 from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
@@ -100,8 +101,9 @@ def table_level(doc: Mapping[str, Any]) -> float:
     return correction_of(doc.get("calibration")).level
 
 
-def time_points(doc: Mapping[str, Any], points: list[BlockDims], passes: int, seed: int) -> list[CheckPoint]:
-    backend = backend_for_table(doc)
+def time_points(
+    doc: Mapping[str, Any], backend: Backend, points: list[BlockDims], passes: int, seed: int
+) -> list[CheckPoint]:
     workload = workload_for_table(doc)
     protocol = Protocol.from_dict(doc["protocol"])
     with_model = bool({"stem", "head"} & set(doc["parts"]))
@@ -174,15 +176,28 @@ def verdict_of(mismatches: list[str], pass_drifts: list[float], threshold_pct: f
     return "stale" if beyond else "holds"
 
 
+def machine_here(doc: Mapping[str, Any]) -> tuple[Backend | None, dict[str, Any], list[str]]:
+    """The table's backend on this machine (None where it cannot run here), this machine's fingerprint and every
+    field in which it differs from the table's. A backend that cannot run here (a GPU table on a machine without
+    that GPU) is an answer, `different`, not an error: the host CPU and torch stand in for the fingerprint, and the
+    reason the backend cannot run leads the differences."""
+    try:
+        backend = backend_for_table(doc)
+    except BackendUnavailable as exc:
+        here = {"device": cpu_device(None), "software": software(torch_software(matmul_precision=False))}
+        reason = f"workload.backend: {doc['workload']['backend']} cannot run here ({exc})"
+        return None, here, [reason, *fingerprint_mismatches(doc, here)]
+    here = backend.environment()
+    return backend, here, fingerprint_mismatches(doc, here)
+
+
 def check_table(
     path: str | Path, points: int = 6, seed: int = 0, passes: int = 2, record: bool = False
 ) -> dict[str, Any]:
     """The fingerprint comparison, and (on the table's device) the drift of re-timed points; see the module doc.
     `record`: add the level measured here to the table's sessions (only on the table's device)."""
     doc = read_table(path)
-    backend = backend_for_table(doc)
-    here = backend.environment()
-    mismatches = fingerprint_mismatches(doc, here)
+    backend, here, mismatches = machine_here(doc)
     result: dict[str, Any] = {
         "table": Path(path).name,
         "device_match": not mismatches,
@@ -196,8 +211,8 @@ def check_table(
     pass_drifts: list[float] = []
     wander = wander_pct(doc)
     threshold = drift_threshold_pct(wander)
-    if not mismatches:
-        timed = time_points(doc, check_points(doc, points, seed), passes, seed)
+    if backend is not None and not mismatches:
+        timed = time_points(doc, backend, check_points(doc, points, seed), passes, seed)
         result["drift_pct"] = round(float(median(p.drift_pct for p in timed)), 3)
         result["noise_pct"] = round(float(median(p.noise_pct for p in timed)), 3)
         pass_drifts = pass_drifts_pct(timed)
@@ -233,7 +248,8 @@ def check_table(
         write_table(path, latest)
         result["recorded"] = True
     result["exit_code"] = EXIT_CODES[result["verdict"]]
-    result["next"] = None if result["verdict"] == "holds" else refresh_command(Path(path))
+    runs_here = backend is not None  # a table re-derived here needs its backend to run here
+    result["next"] = None if result["verdict"] == "holds" or not runs_here else refresh_command(Path(path))
     return result
 
 

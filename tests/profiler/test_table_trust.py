@@ -132,6 +132,45 @@ def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(t
 
 
 @pytest.mark.slow
+def test_a_gpu_table_on_a_machine_without_its_gpu_is_different_not_an_error(tiny_table, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: torch-cuda can run here")
+
+    def on_a_gpu(doc):
+        doc["workload"]["backend"] = "torch-cuda"
+        doc["workload"]["threads"] = None
+        doc["workload"]["options"] = {"cuda_graphs": False, "tf32": False}
+        doc["device"] = {
+            "name": "NVIDIA H100 80GB HBM3 (sm 9.0, 132 SMs)",
+            "kind": "gpu",
+            "match": {
+                "gpu": {
+                    "name": "NVIDIA H100 80GB HBM3",
+                    "compute_capability": "9.0",
+                    "memory_mib": 81079,
+                    "sm_count": 132,
+                },
+                "power_limit_w": 700.0,
+                "max_sm_clock_mhz": 1980.0,
+                "env": {},
+                "host_cpu": "Intel(R) Xeon(R) Processor",
+            },
+            "recorded": {},
+        }
+
+    gpu_table = copy_with(tiny_table, tmp_path / "gpu.json", on_a_gpu)
+    done = run_profiler("check", gpu_table, "--record", "--json")
+    assert done.returncode == 4, done.stderr
+    result = json.loads(done.stdout)
+    assert result["verdict"] == "different" and result["recorded"] is False and result["next"] is None
+    assert result["mismatches"][0].startswith("workload.backend: torch-cuda cannot run here")
+    assert any(m.startswith("device.match.gpu: table {'name': 'NVIDIA H100 80GB HBM3'") for m in result["mismatches"])
+    assert result["device"]["table"].startswith("NVIDIA H100") and result["points"] == []
+
+
+@pytest.mark.slow
 def test_measure_models_times_whole_models_with_stem_and_head(tiny_table, tmp_path):
     models = tmp_path / "models.json"
     block = {"heads": 2, "qk": 16, "v": 16, "mlp": 32}
