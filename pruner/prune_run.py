@@ -138,11 +138,19 @@ def _init_distributed(device: torch.device) -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def _device(opts: PruneOptions) -> torch.device:
+def rank_device(opts: PruneOptions) -> torch.device:
+    """--device, else this rank's GPU (its local rank), else the CPU. More ranks on a node than it has GPUs is an
+    error named here, not a CUDA 'invalid device ordinal' deep inside the first allocation."""
     if opts.device:
         return torch.device(opts.device)
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise ValueError(
+                f"local rank {local_rank} has no GPU: this node has {gpus}; start at most {gpus} rank(s) per node "
+                "(torchrun --nproc_per_node), or pass --device cpu"
+            )
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
@@ -193,7 +201,7 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
     """Run (or resume) the pruning; returns the report (also written to OUT/report.json by rank 0)."""
     from tqdm import tqdm
 
-    device = _device(opts)
+    device = rank_device(opts)
     _init_distributed(device)
     rank, size = world()
     out = opts.out
@@ -273,6 +281,7 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
             "snapshots": snapshots,
             "table": p.table_identity,
             "world_size": size,
+            "device": str(device),  # rank 0's: where the run trained, which the table's device need not be
             "global_batch": opts.batch_size,
             "amp": opts.amp,
             "loader": train.loader,

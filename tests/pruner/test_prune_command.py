@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from lut_server.dims import ModelDims
 from lut_server.latency_table import LatencyTable
@@ -55,6 +56,7 @@ def test_two_targets_give_two_snapshots_that_load_in_a_fresh_process(workspace, 
     _, table, _ = workspace
     report, out = uninterrupted
     assert report["complete"] and report["targets"] == [0.7, 0.5]
+    assert report["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert [s["target"] for s in report["snapshots"]] == [0.7, 0.5]
     assert report["steps"] >= 2 and report["original_predicted_ms"] > 0
     latency = LatencyTable.load(table)
@@ -108,19 +110,36 @@ def test_sigkill_after_two_steps_then_resume_ends_like_an_uninterrupted_run(work
     assert [h["removed"] for h in report["history"]] == [h["removed"] for h in full["history"]]
 
 
+def test_each_rank_takes_its_local_gpu_and_a_rank_beyond_the_nodes_gpus_is_refused_by_name(monkeypatch):
+    from types import SimpleNamespace
+
+    from pruner.prune_run import rank_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_device(SimpleNamespace(device=None)) == torch.device("cuda", 1)
+    assert rank_device(SimpleNamespace(device="cpu")) == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(ValueError, match=r"local rank 2 has no GPU: this node has 2; .*--nproc_per_node"):
+        rank_device(SimpleNamespace(device=None))
+
+
 @pytest.mark.slow
 def test_torchrun_two_ranks_decide_identically_and_match_one_process(workspace):
     data, table, root = workspace
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
+    # two ranks need two GPUs; on a node with fewer, both runs train on the CPU (gloo), so they stay comparable
+    on = () if torch.cuda.device_count() >= 2 else ("--device", "cpu")
     single, double = root / "one-process", root / "two-ranks"
-    one = run_pruner(prune_args(data, table, single, "--target", "0.6"))
+    one = run_pruner(prune_args(data, table, single, "--target", "0.6", *on))
     assert one.returncode == 0, one.stderr[-3000:]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     two = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "pruner",
-         *prune_args(data, table, double, "--target", "0.6")],
+         *prune_args(data, table, double, "--target", "0.6", *on)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
