@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,18 +16,21 @@ from lut_server.table_format import has_fingerprint, read_table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def shipped_tables() -> list[Path]:
-    """The tables the repository tracks: a user's own `tables/my-cpu.json` is theirs to validate, not a test's."""
+def shipped_tables(folder: str = "tables") -> list[Path]:
+    """The tables the repository tracks in `folder` (not below it): a user's own `tables/my-cpu.json` is theirs to
+    validate, not a test's."""
     try:
         listed = subprocess.run(
-            ["git", "ls-files", "tables/*.json"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "ls-files", f":(glob){folder}/*.json"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.split()
     except (OSError, subprocess.CalledProcessError):  # an unpacked source tree without git: all it holds shipped
-        return sorted((ROOT / "tables").glob("*.json"))
+        return sorted((ROOT / folder).glob("*.json"))
     return sorted(ROOT / name for name in listed)
 
 
 SHIPPED = shipped_tables()
+SHIPPED_GPU = shipped_tables("tables/gpu")
+"""Tables measured on a GPU this project was lent once: served and checked like any, but no CPU machine is theirs."""
 
 
 def test_tables_are_shipped():
@@ -49,3 +54,35 @@ def test_shipped_table_is_fingerprinted_validated_calibrated_and_serves(path):
     summary = table.summary()
     assert summary["calibration"]["form"] == doc["calibration"]["form"]
     assert summary["fingerprint"]["device"] == doc["device"]["match"]
+
+
+def test_a_gpu_table_is_shipped():
+    assert len(SHIPPED_GPU) >= 1
+
+
+@pytest.mark.parametrize("path", SHIPPED_GPU, ids=lambda p: p.stem)
+def test_shipped_gpu_table_is_fingerprinted_validated_calibrated_serves_and_is_different_here(path):
+    doc = read_table(path)
+    assert doc["version"] == 2 and doc["complete"] and has_fingerprint(doc)
+    assert doc["device"]["kind"] == "gpu"
+    assert {"name", "compute_capability", "memory_mib", "sm_count"} <= set(doc["device"]["match"]["gpu"])
+    assert doc["validation"]["points"] >= 60 and doc["validation"]["models"]["count"] >= 12
+    assert doc["calibration"]["fitted"]["models"] >= 12
+    deit_b = ModelDims.uniform(768, 12, heads=12, qk=64, v=64, mlp=3072)
+    calibrated = LatencyTable(doc, path.stem).model_latency(deit_b)
+    raw = LatencyTable(doc, path.stem, calibrated=False).model_latency(deit_b)
+    factors = set(doc["calibration"]["factors"].values())
+    assert len(factors) == 1  # one scale: calibrated answers are the raw ones times it and the level
+    assert calibrated == pytest.approx(raw * factors.pop() * doc["calibration"]["level"], rel=1e-9)
+
+    here = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True
+    )
+    if here.stdout.strip() != "False":
+        pytest.skip("a GPU is here: `check` would time the table, not only compare fingerprints")
+    done = subprocess.run(
+        [sys.executable, "-m", "profiler", "check", str(path), "--json"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 4, done.stderr
+    result = json.loads(done.stdout)
+    assert result["verdict"] == "different" and result["mismatches"][0].startswith("workload.backend: torch-cuda")
