@@ -176,17 +176,36 @@ def verdict_of(mismatches: list[str], pass_drifts: list[float], threshold_pct: f
     return "stale" if beyond else "holds"
 
 
+def stand_in_here(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """This machine as far as it can be told without the table's backend: its CPU (also as a GPU table's host CPU),
+    torch and whichever of the table's other packages are installed, so each of the table's fields is compared
+    with what is really here."""
+    from profiler.environment import package_version
+
+    device = cpu_device(None)
+    if "host_cpu" in (doc["device"].get("match") or {}):
+        device["match"]["host_cpu"] = device["match"]["cpu"]["model_name"]
+    found = torch_software(matmul_precision=False)
+    for name in (doc.get("software") or {}).get("match") or {}:
+        if name not in found and (version := package_version(name)):
+            found[name] = version
+    return {"device": device, "software": software(found)}
+
+
 def machine_here(doc: Mapping[str, Any]) -> tuple[Backend | None, dict[str, Any], list[str]]:
     """The table's backend on this machine (None where it cannot run here), this machine's fingerprint and every
-    field in which it differs from the table's. A backend that cannot run here (a GPU table on a machine without
-    that GPU) is an answer, `different`, not an error: the host CPU and torch stand in for the fingerprint, and the
-    reason the backend cannot run leads the differences."""
+    field in which it differs from the table's. A backend that cannot run here with the table's settings (a GPU
+    table on a machine without that GPU, a TensorRT release that cannot build as the table did, an environment
+    variable overruling its math mode) is an answer, `different`, not an error: the reason leads the differences,
+    then every field the table records that differs from what stands in for this machine (fields only this machine
+    has are left out: they say nothing more)."""
     try:
         backend = backend_for_table(doc)
-    except BackendUnavailable as exc:
-        here = {"device": cpu_device(None), "software": software(torch_software(matmul_precision=False))}
-        reason = f"workload.backend: {doc['workload']['backend']} cannot run here ({exc})"
-        return None, here, [reason, *fingerprint_mismatches(doc, here)]
+    except (BackendUnavailable, ValueError) as exc:
+        here = stand_in_here(doc)
+        reason = f"workload.backend: {doc['workload']['backend']} cannot run here with the table's settings ({exc})"
+        differing = [m for m in fingerprint_mismatches(doc, here) if ": table absent, here " not in m]
+        return None, here, [reason, *differing]
     here = backend.environment()
     return backend, here, fingerprint_mismatches(doc, here)
 
@@ -248,8 +267,8 @@ def check_table(
         write_table(path, latest)
         result["recorded"] = True
     result["exit_code"] = EXIT_CODES[result["verdict"]]
-    runs_here = backend is not None  # a table re-derived here needs its backend to run here
-    result["next"] = None if result["verdict"] == "holds" or not runs_here else refresh_command(Path(path))
+    result["backend_runs_here"] = backend is not None  # a table re-derived here needs its backend to run here
+    result["next"] = None if result["verdict"] == "holds" or backend is None else refresh_command(Path(path))
     return result
 
 
@@ -289,6 +308,11 @@ def format_report(result: Mapping[str, Any]) -> str:
     lines.append(f"verdict {result['verdict']} (exit {result['exit_code']})")
     if result.get("next"):
         lines.append(f"next    {result['next']}")
+    elif result.get("backend_runs_here") is False:
+        lines.append(
+            "next    check it on the table's device; for this machine, profile a table of a backend that runs here "
+            "(python -m profiler doctor lists them)"
+        )
     return "\n".join(lines)
 
 

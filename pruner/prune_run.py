@@ -139,19 +139,21 @@ def _init_distributed(device: torch.device) -> None:
 
 
 def rank_device(opts: PruneOptions) -> torch.device:
-    """--device, else this rank's GPU (its local rank), else the CPU. More ranks on a node than it has GPUs is an
-    error named here, not a CUDA 'invalid device ordinal' deep inside the first allocation."""
-    if opts.device:
-        return torch.device(opts.device)
-    if torch.cuda.is_available():
-        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
-        if local_rank >= gpus:
-            raise ValueError(
-                f"local rank {local_rank} has no GPU: this node has {gpus}; start at most {gpus} rank(s) per node "
-                "(torchrun --nproc_per_node), or pass --device cpu"
-            )
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    """--device, else this rank's GPU, else the CPU. A GPU without an index (`--device cuda`, or none given where
+    CUDA is available) is the rank's local one, so torchrun's ranks never share a GPU; more ranks on a node than it
+    has GPUs is an error named here, not a CUDA 'invalid device ordinal' deep inside the first allocation."""
+    device = torch.device(opts.device) if opts.device else None
+    if device is None and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if device is not None and (device.type != "cuda" or device.index is not None):
+        return device
+    local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if local_rank >= gpus:
+        raise ValueError(
+            f"local rank {local_rank} has no GPU: this node has {gpus}; start at most {gpus} rank(s) per node "
+            "(torchrun --nproc_per_node), or pass --device cpu"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def _cnn_teacher(name: str | None, num_classes: int, device: torch.device) -> nn.Module | None:

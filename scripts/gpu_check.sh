@@ -56,7 +56,7 @@ step graphs-check 60 "$PY" -m profiler check "$T/graphs.json" --json
 
 step doctor 150 "$PY" -m profiler doctor --json
 step onnxruntime-auto 60 "$PY" -m profiler profile --backend onnxruntime --grid tiny --quick --out "$T/ort.json" --no-progress
-step pytest-gpu 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+step pytest-gpu 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/profiler tests/pruner
 
 # the pruner on the GPU: one process with bf16 autocast, then torchrun with one rank (NCCL)
 step prune-data 60 "$PY" -c "

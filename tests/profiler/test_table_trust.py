@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -165,9 +166,20 @@ def test_a_gpu_table_on_a_machine_without_its_gpu_is_different_not_an_error(tiny
     assert done.returncode == 4, done.stderr
     result = json.loads(done.stdout)
     assert result["verdict"] == "different" and result["recorded"] is False and result["next"] is None
+    assert result["backend_runs_here"] is False
     assert result["mismatches"][0].startswith("workload.backend: torch-cuda cannot run here")
     assert any(m.startswith("device.match.gpu: table {'name': 'NVIDIA H100 80GB HBM3'") for m in result["mismatches"])
+    assert not [m for m in result["mismatches"] if ": table absent" in m]  # only what the table records is compared
     assert result["device"]["table"].startswith("NVIDIA H100") and result["points"] == []
+    assert "check it on the table's device" in run_profiler("check", gpu_table).stdout
+
+    # a math mode an environment variable would overrule is a setting this machine cannot reproduce: different too
+    overruled = subprocess.run(
+        [sys.executable, "-m", "profiler", "check", str(gpu_table), "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"},
+    )  # fmt: skip
+    assert overruled.returncode == 4, overruled.stderr
+    assert "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE" in json.loads(overruled.stdout)["mismatches"][0]
 
 
 @pytest.mark.slow

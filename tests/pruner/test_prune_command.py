@@ -120,6 +120,8 @@ def test_each_rank_takes_its_local_gpu_and_a_rank_beyond_the_nodes_gpus_is_refus
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert rank_device(SimpleNamespace(device=None)) == torch.device("cuda", 1)
     assert rank_device(SimpleNamespace(device="cpu")) == torch.device("cpu")
+    assert rank_device(SimpleNamespace(device="cuda")) == torch.device("cuda", 1)  # the rank's, not GPU 0 for all
+    assert rank_device(SimpleNamespace(device="cuda:0")) == torch.device("cuda", 0)
     monkeypatch.setenv("LOCAL_RANK", "2")
     with pytest.raises(ValueError, match=r"local rank 2 has no GPU: this node has 2; .*--nproc_per_node"):
         rank_device(SimpleNamespace(device=None))
