@@ -19,16 +19,26 @@ from lut_server.json_logging import log_config
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def _env_int(name: str, default: int) -> int:
+    """An integer setting from the environment; a value that is not one is a usage error naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        print(f"error: {name} must be an integer, got {raw!r}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     p = argparse.ArgumentParser(prog="python -m lut_server", description=__doc__)
     p.add_argument("--tables", type=Path, default=env.get("LUT_SERVER_TABLES"), help="directory of ID.json tables")
     p.add_argument("--host", default=env.get("LUT_SERVER_HOST", "127.0.0.1"), help="default 127.0.0.1 (loopback)")
-    p.add_argument("--port", type=int, default=int(env.get("LUT_SERVER_PORT", "8000")))
-    p.add_argument("--workers", type=int, default=int(env.get("LUT_SERVER_WORKERS", "1")), help="processes")
-    p.add_argument(
-        "--max-body-bytes", type=int, default=int(env.get("LUT_SERVER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
-    )
+    p.add_argument("--port", type=int, default=_env_int("LUT_SERVER_PORT", 8000), help="0 to 65535 (default 8000)")
+    p.add_argument("--workers", type=int, default=_env_int("LUT_SERVER_WORKERS", 1), help="processes")
+    p.add_argument("--max-body-bytes", type=int, default=_env_int("LUT_SERVER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
     p.add_argument("--log-level", default=env.get("LUT_SERVER_LOG_LEVEL", "info"))
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     return p
@@ -42,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         print("error: --workers must be >= 1", file=sys.stderr)
         return 2
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port must be 0 to 65535, got {args.port}", file=sys.stderr)
+        return 2
+    if args.tables.exists() and not args.tables.is_dir():
+        print(f"error: --tables {args.tables} is a file; it takes the directory of ID.json tables", file=sys.stderr)
+        return 2
+    existed = args.tables.is_dir()
     # Worker processes rebuild the app from the environment, so the flags travel there.
     os.environ["LUT_SERVER_TABLES"] = str(args.tables.resolve())
     os.environ["LUT_SERVER_MAX_BODY_BYTES"] = str(args.max_body_bytes)
@@ -53,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     logging_config = log_config(args.log_level, access_log=not args.no_access_log)
     logging.config.dictConfig(logging_config)
     log = logging.getLogger("lut_server.main")
+    if not existed:
+        log.warning("%s did not exist: serving it empty; uploads (PUT /v1/tables/ID) add tables", config.tables_dir)
+    elif not any(config.tables_dir.glob("*.json")):
+        log.warning("no tables in %s: uploads (PUT /v1/tables/ID) add them", config.tables_dir)
     if config.write_token is None:
         log.warning("LUT_SERVER_TOKEN is not set: uploads and deletions are refused")
     if args.host not in LOOPBACK and config.read_token is None:

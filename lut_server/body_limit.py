@@ -11,6 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class BodyTooLarge(HTTPException):
     """Raised from `receive` when a streamed body passes the limit; an HTTPException so FastAPI re-raises it."""
 
+    field = "body"  # the error handlers name it, as for a declared Content-Length over the limit
+
     def __init__(self, limit: int):
         super().__init__(413, f"request body is larger than the limit of {limit} bytes")
 

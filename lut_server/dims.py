@@ -12,6 +12,19 @@ WIDTH_AXES: tuple[str, ...] = ("heads", "qk", "v", "mlp")
 """The per-block axes; `emb` is shared by every block of a model."""
 
 
+def _exact_keys(data: Mapping, keys: tuple[str, ...], what: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what} must be an object with {', '.join(keys)}, got {data!r}")
+    missing = [k for k in keys if k not in data]
+    unknown = sorted(str(k) for k in data if k not in keys)
+    if missing or unknown:
+        raise ValueError(
+            f"{what} must have exactly {', '.join(keys)}"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(unknown)}" if unknown else "")
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class BlockDims:
     """One block's dimensions; `qk` and `v` are per head and independent of each other."""
@@ -32,9 +45,8 @@ class BlockDims:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, int]) -> BlockDims:
-        missing = [a for a in AXES if a not in data]
-        if missing:
-            raise ValueError(f"block dims miss {', '.join(missing)}")
+        """Exactly the five axes, as integers: a misspelt or extra key is an error, not silently ignored."""
+        _exact_keys(data, AXES, "block dims")
         return cls(**{a: data[a] for a in AXES})
 
     def as_dict(self) -> dict[str, int]:
@@ -58,9 +70,7 @@ class BlockWidths:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, int]) -> BlockWidths:
-        missing = [a for a in WIDTH_AXES if a not in data]
-        if missing:
-            raise ValueError(f"block widths miss {', '.join(missing)}")
+        _exact_keys(data, WIDTH_AXES, "block widths")
         return cls(**{a: data[a] for a in WIDTH_AXES})
 
     def with_emb(self, emb: int) -> BlockDims:
@@ -97,7 +107,11 @@ class ModelDims:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> ModelDims:
-        return cls(int(data["emb"]), tuple(BlockWidths.from_mapping(b) for b in data["blocks"]))
+        """{"emb": E, "blocks": [widths, ...]} with integer widths: 48.9 or "48" is an error, never truncated."""
+        _exact_keys(data, ("emb", "blocks"), "a model")
+        if not isinstance(data["blocks"], list | tuple):
+            raise ValueError(f"a model's blocks must be a list, got {data['blocks']!r}")
+        return cls(data["emb"], tuple(BlockWidths.from_mapping(b) for b in data["blocks"]))
 
     def as_dict(self) -> dict:
         return {"emb": self.emb, "blocks": [b.as_dict() for b in self.blocks]}

@@ -216,6 +216,11 @@ def check_table(
     """The fingerprint comparison, and (on the table's device) the drift of re-timed points; see the module doc.
     `record`: add the level measured here to the table's sessions (only on the table's device)."""
     doc = read_table(path)
+    if not doc.get("complete"):
+        raise ValueError(
+            f"{Path(path).name} is incomplete (a sweep still running or killed, or one shard): finish it with "
+            "`profile --resume` or `merge` its shards; its missing cells cannot be checked"
+        )
     backend, here, mismatches = machine_here(doc)
     result: dict[str, Any] = {
         "table": Path(path).name,

@@ -43,7 +43,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="tables/ID.json")
     p.add_argument("--resume", action="store_true", help="continue a killed sweep of the same settings")
-    p.add_argument("--shard", default=None, help="i/n: profile only a disjoint slice of the grid")
+    p.add_argument(
+        "--shard", default=None, help="i/n, 0-based: profile only a disjoint slice of the grid (0/2 and 1/2 cover it)"
+    )
     p.add_argument("--patch-size", type=int, default=16, help="for the stem/head parts")
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=1000)
@@ -92,8 +94,13 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="time blocks or models with exactly a table's settings; prints {latency_ms}")
     p.add_argument("--table", required=True, type=Path)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--configs", type=Path, help='blocks: JSON list of {"emb","heads","qk","v","mlp"}')
-    what.add_argument("--models", type=Path, help='whole models: JSON list of {"emb", "blocks": [{"heads",...}]}')
+    what.add_argument(
+        "--configs", type=Path, metavar="FILE", help='blocks: a JSON file, a list of {"emb","heads","qk","v","mlp"}'
+    )
+    what.add_argument(
+        "--models", type=Path, metavar="FILE",
+        help='whole models: a JSON file holding a list of {"emb", "blocks": [{"heads","qk","v","mlp"}, ...]}',
+    )  # fmt: skip
     p.add_argument("--force", action="store_true", help="measure even where the device fingerprint differs")
     p.add_argument("--no-progress", action="store_true")
 
@@ -162,9 +169,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     spec = load_grid(args.grid)
+    for name in ("patch_size", "in_chans", "num_classes"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     model: VitConfig | None = None
     if not args.no_model_parts:
         model = model_config_for_tokens(args.tokens, args.patch_size, args.in_chans, args.num_classes)
+        if model is None and set(spec.parts) & {"stem", "head"}:
+            print(
+                f"warning: {args.tokens} tokens are not a square grid of patches plus a class token (or class and "
+                "distillation tokens), so there is no image for a stem and head: the table holds blocks only",
+                file=sys.stderr,
+            )
     if model is None:
         spec = spec.without_model_parts()
     options: dict = {"cuda_graphs": True} if args.cuda_graphs else {}
@@ -186,6 +202,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     sweep = Sweep(args.out, backend, workload, spec, protocol, resume=args.resume, shard=shard, seed=args.seed)
     doc = sweep.run(progress=not args.no_progress)
     s = doc["sweep"]
+    backwards = grid_step_monotonicity(doc)
     print(
         json.dumps(
             {
@@ -196,7 +213,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                 "wall_s": s["wall_s"],
                 "flagged": len(s["flagged"]),
                 "drift_pct": round(s["reference"].get("drift_pct", 0.0), 2),
-                "backwards_steps_pct": round(grid_step_monotonicity(doc), 2),
+                "backwards_steps_pct": None if backwards is None else round(backwards, 2),
             }
         )
     )
@@ -227,9 +244,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
         items = json.loads(source.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read {source}: {exc}") from None
-    if not isinstance(items, list) or not all(isinstance(c, dict) for c in items):
+    if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
         kind = "models with emb and blocks" if args.models else "objects with emb, heads, qk, v, mlp"
-        raise ValueError(f"{source} must hold a JSON list of {kind}")
+        raise ValueError(f"{source} must hold a non-empty JSON list of {kind}")
     measure = measure_models if args.models else measure_configs
     latencies = measure(args.table, items, progress=not args.no_progress, force=args.force)
     print(json.dumps({"latency_ms": latencies}))

@@ -438,8 +438,9 @@ class Sweep:
         return self.doc
 
 
-def grid_step_monotonicity(doc: dict) -> float:
-    """Share of neighbouring grid steps that get faster as a width grows (noise indicator), in percent."""
+def grid_step_monotonicity(doc: dict) -> float | None:
+    """Share of neighbouring grid steps that get faster as a width grows (noise indicator), in percent; None where
+    the grid has no step (one value on every axis)."""
     backwards = total = 0
     for part in doc["parts"].values():
         values = np.array(part["median_ms"], dtype=float)
@@ -448,4 +449,4 @@ def grid_step_monotonicity(doc: dict) -> float:
             ok = np.isfinite(diff)
             total += int(ok.sum())
             backwards += int((diff[ok] < 0).sum())
-    return 100.0 * backwards / total if total else math.nan
+    return 100.0 * backwards / total if total else None

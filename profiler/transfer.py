@@ -55,8 +55,8 @@ class TransferPlan:
 
 def plan_transfer(source: LatencyTable, budget: int, rng: random.Random) -> TransferPlan:
     """`budget` measurements: runs of two lattice blocks of one EMB, and whole models when they can calibrate."""
-    if budget < 1:
-        raise ValueError(f"--budget must be >= 1, got {budget}")
+    if budget < 2:
+        raise ValueError(f"--budget must be >= 2 (each part's ratio fit needs two runs), got {budget}")
     with_model = bool({"stem", "head"} & set(source.data["parts"]))
     n_models = budget // MODEL_EVERY if with_model and budget // MODEL_EVERY >= MIN_ROWS else 0
     embs = lattice_values(source, "emb")

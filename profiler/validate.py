@@ -318,7 +318,10 @@ def measure_configs(
 ) -> list[float]:
     """Time blocks with exactly the table's backend, batch, tokens, precision and threads (median ms each)."""
     doc = read_table(path)
-    blocks = [BlockDims.from_mapping(c) for c in configs]
+    try:
+        blocks = [BlockDims.from_mapping(c) for c in configs]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'configs must be a list of {{"emb","heads","qk","v","mlp"}}, integers: {exc}') from None
     stack = block_stack(doc)
     return _measure_jobs(
         doc, lambda backend, workload: [
@@ -336,7 +339,7 @@ def measure_models(
         dims = [ModelDims.from_dict(m) for m in models]
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(
-            f'models must be a list of {{"emb": E, "blocks": [{{"heads","qk","v","mlp"}}, ...]}}: {exc!r}'
+            f'models must be a list of {{"emb": E, "blocks": [{{"heads","qk","v","mlp"}}, ...]}}: {exc}'
         ) from None
     return _measure_jobs(
         doc, lambda backend, workload: [lambda m=m: backend.prepare(*build_model(m, workload)) for m in dims],

@@ -162,7 +162,7 @@ def test_oversized_bodies_get_413_before_parsing(client: TestClient) -> None:
             yield big[start : start + 65536]
 
     streamed = client.post("/v1/tables/small/latency", content=chunks(), headers={"content-type": "application/json"})
-    assert streamed.status_code == 413
+    assert streamed.status_code == 413 and streamed.json()["field"] == "body"
     upload = client.put("/v1/tables/big", content=big, headers=AUTH | {"content-type": "application/json"})
     assert upload.status_code == 413
 

@@ -40,6 +40,8 @@ def test_plan_draws_lattice_pairs_of_one_emb_and_whole_models_for_calibration():
     assert len(small.runs) == 40 and small.models == []
     with pytest.raises(ValueError, match="budget"):
         plan_transfer(source, 0, random.Random(0))
+    with pytest.raises(ValueError, match="budget must be >= 2"):  # refused before any timing, not after
+        plan_transfer(source, 1, random.Random(0))
 
 
 def test_fit_recovers_a_smooth_ratio_and_apply_scales_every_cell():
