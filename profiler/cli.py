@@ -169,6 +169,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     spec = load_grid(args.grid)
+    single = [axis for axis, values in spec.grid.items() if len(values) == 1]
+    if single:
+        print(
+            f"warning: {', '.join(single)} take one value: the table answers only at it, and removing units along "
+            f"{'that axis' if len(single) == 1 else 'those axes'} saves nothing by its count (deltas of 0)",
+            file=sys.stderr,
+        )
     for name in ("patch_size", "in_chans", "num_classes"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -90,5 +90,16 @@ def test_a_token_count_without_an_image_says_the_table_holds_blocks_only(tmp_pat
     done = run_profiler("profile", "--grid", "tiny", "--quick", "--tokens", "100", "--out", out, "--no-progress")
     assert done.returncode == 0, done.stderr
     assert "100 tokens are not a square grid of patches" in done.stderr and "blocks only" in done.stderr
+    assert "take one value" not in done.stderr
     assert sorted(json.loads(out.read_text())["parts"]) == ["attn_qk", "attn_v", "mlp"]
     assert json.loads(done.stdout)["backwards_steps_pct"] is not None
+
+
+@pytest.mark.slow
+def test_a_one_value_axis_is_profiled_with_a_warning_that_it_prices_no_removal(tmp_path):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"grid": {"emb": [32, 64], "heads": [2], "qk": [8, 16], "v": [8, 16], "mlp": [32, 64]}}))
+    out = tmp_path / "t.json"
+    done = run_profiler("profile", "--grid", grid, "--quick", "--tokens", "17", "--out", out, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "warning: heads take one value" in done.stderr and "deltas of 0" in done.stderr
