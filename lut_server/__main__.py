@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lut_server", description=__doc__)
     p.add_argument("--tables", type=Path, default=env.get("LUT_SERVER_TABLES"), help="directory of ID.json tables")
     p.add_argument("--host", default=env.get("LUT_SERVER_HOST", "127.0.0.1"), help="default 127.0.0.1 (loopback)")
-    p.add_argument("--port", type=int, default=_env_int("LUT_SERVER_PORT", 8000), help="0 to 65535 (default 8000)")
-    p.add_argument("--workers", type=int, default=_env_int("LUT_SERVER_WORKERS", 1), help="processes")
-    p.add_argument("--max-body-bytes", type=int, default=_env_int("LUT_SERVER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+    # numbers from LUT_SERVER_* are read in main, only where the flag is absent, so a flag wins over a bad variable
+    p.add_argument("--port", type=int, default=None, help="0 to 65535 (default LUT_SERVER_PORT, else 8000)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default LUT_SERVER_WORKERS, else 1)")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="default LUT_SERVER_MAX_BODY_BYTES, else 32 MiB")
     p.add_argument("--log-level", default=env.get("LUT_SERVER_LOG_LEVEL", "info"))
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     return p
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, variable, default in (
+        ("port", "LUT_SERVER_PORT", 8000),
+        ("workers", "LUT_SERVER_WORKERS", 1),
+        ("max_body_bytes", "LUT_SERVER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+    ):
+        if getattr(args, flag) is None:
+            setattr(args, flag, _env_int(variable, default))
     if args.tables is None:
         print("error: --tables DIR (or LUT_SERVER_TABLES) is required", file=sys.stderr)
         return 2

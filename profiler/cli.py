@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from lut_server.table_format import TableFormatError
+from lut_server.table_format import PART_AXES, TableFormatError
 from profiler.backends import BackendUnavailable, backend_names, create_backend
 from profiler.backends.glibc_malloc import ALLOCATORS, default_allocator
 from profiler.device_match import DeviceMismatch
@@ -169,7 +169,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     spec = load_grid(args.grid)
-    single = [axis for axis, values in spec.grid.items() if len(values) == 1]
+    used = {axis for part in spec.parts for axis in PART_AXES[part]}
+    single = [axis for axis, values in spec.grid.items() if len(values) == 1 and axis in used]
     if single:
         print(
             f"warning: {', '.join(single)} take one value: the table answers only at it, and removing units along "

@@ -55,9 +55,9 @@ class TransferPlan:
 
 def plan_transfer(source: LatencyTable, budget: int, rng: random.Random) -> TransferPlan:
     """`budget` measurements: runs of two lattice blocks of one EMB, and whole models when they can calibrate."""
-    if budget < 2:
-        raise ValueError(f"--budget must be >= 2 (each part's ratio fit needs two runs), got {budget}")
     with_model = bool({"stem", "head"} & set(source.data["parts"]))
+    if budget < (2 if with_model else 1):  # a run times two blocks but one stem and head; a fit needs two points
+        raise ValueError(f"--budget must be >= {2 if with_model else 1} for this table, got {budget}")
     n_models = budget // MODEL_EVERY if with_model and budget // MODEL_EVERY >= MIN_ROWS else 0
     embs = lattice_values(source, "emb")
     runs = []

@@ -26,3 +26,10 @@ def test_a_non_integer_port_in_the_environment_names_the_variable(tmp_path, caps
         main(["--tables", str(tmp_path)])
     assert stopped.value.code == 2
     assert "LUT_SERVER_PORT must be an integer, got 'abc'" in capsys.readouterr().err
+
+
+def test_a_flag_wins_over_a_malformed_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LUT_SERVER_PORT", "abc")
+    assert main(["--tables", str(tmp_path), "--port", "70000"]) == 2  # refused for the flag's value: abc never read
+    err = capsys.readouterr().err
+    assert "--port must be 0 to 65535, got 70000" in err and "LUT_SERVER_PORT" not in err

@@ -40,7 +40,7 @@ def test_plan_draws_lattice_pairs_of_one_emb_and_whole_models_for_calibration():
     assert len(small.runs) == 40 and small.models == []
     with pytest.raises(ValueError, match="budget"):
         plan_transfer(source, 0, random.Random(0))
-    with pytest.raises(ValueError, match="budget must be >= 2"):  # refused before any timing, not after
+    with pytest.raises(ValueError, match="budget must be >= 2 for this table"):  # before any timing, not after
         plan_transfer(source, 1, random.Random(0))
 
 
