@@ -6,11 +6,15 @@ STAMP := $(VENV)/.vitlut-installed
 
 .PHONY: setup browser timm-venv demo test check lint bench clean
 
-# torch is installed first, pinned to the CPU wheel this environment provides, so that nothing pulls the
-# registry's CUDA build into .venv (the package itself states a range: torch>=2.5).
-$(STAMP): pyproject.toml
+# Exact pins for this environment (the package itself states ranges). torch is the CPU wheel this environment
+# provides, so that nothing pulls the registry's CUDA build into .venv; torch, onnxruntime and onnx are the versions
+# the shipped tables were measured with, which their fingerprints match (`profiler check` calls a table measured
+# under another onnxruntime `different`). Installed first, so the package's ranges keep them.
+PINS := torch==2.13.0 onnxruntime==1.31.1 onnx==1.23.2
+
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check $(PINS)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 

@@ -86,3 +86,19 @@ def test_shipped_gpu_table_is_fingerprinted_validated_calibrated_serves_and_is_d
     assert done.returncode == 4, done.stderr
     result = json.loads(done.stdout)
     assert result["verdict"] == "different" and result["mismatches"][0].startswith("workload.backend: torch-cuda")
+
+
+def makefile_pins() -> dict[str, str]:
+    line = next(ln for ln in (ROOT / "Makefile").read_text().splitlines() if ln.startswith("PINS :="))
+    return dict(pin.split("==") for pin in line.split(":=", 1)[1].split())
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_the_makefile_installs_the_software_a_shipped_table_was_measured_with(path):
+    """A fresh clone's `make` must give the versions the table's fingerprint matches, or `check` says different."""
+    pins = makefile_pins()
+    software = read_table(path)["software"]["match"]
+    for package in ("torch", "onnxruntime", "onnx"):
+        if package in software:
+            assert package in pins, f"the Makefile does not pin {package}, which {path.name} was measured with"
+            assert software[package].split("+")[0] == pins[package], (package, software[package], pins[package])
