@@ -20,6 +20,7 @@ from lut_server.table_format import (
     BLOCK_PARTS,
     MODEL_PARTS,
     PART_AXES,
+    incomplete_reason,
     part_median,
     read_table,
     validate_table,
@@ -135,7 +136,7 @@ class LatencyTable:
     def __init__(self, data: Mapping[str, Any], table_id: str | None = None, calibrated: bool = True):
         self.data = validate_table(data)
         if not self.data["complete"]:
-            raise QueryError("the table is incomplete (a sweep still running or killed); finish it with --resume")
+            raise QueryError(incomplete_reason(f"table {table_id!r}" if table_id else "the table"), "complete")
         self.table_id = table_id
         self.grid: dict[str, list[int]] = {a: list(v) for a, v in self.data["grid"].items()}
         self.ranges: dict[str, tuple[int, int]] = {

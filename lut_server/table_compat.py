@@ -31,19 +31,26 @@ def compatibility_key(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def compatibility_mismatches(
-    a: Mapping[str, Any], b: Mapping[str, Any], labels: tuple[str, str] = ("table", "here")
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    labels: tuple[str, str] = ("table", "here"),
+    fields_of_a_only: bool = False,
 ) -> list[str]:
     """Every field in which the two documents' keys differ, as "dotted.path: <a> <value>, <b> <value>"
-    (e.g. "device.match.cpu.isa.avx512_bf16: table True, here False"); empty when they are compatible."""
+    (e.g. "device.match.cpu.isa.avx512_bf16: table True, here False"); empty when they are compatible.
+    `fields_of_a_only`: fields that only `b` has are not differences (`b` is a partial view that may say more)."""
     out: list[str] = []
-    _differences(compatibility_key(a), compatibility_key(b), "", labels, out)
+    _differences(compatibility_key(a), compatibility_key(b), "", labels, out, fields_of_a_only)
     return out
 
 
-def _differences(a: Any, b: Any, where: str, labels: tuple[str, str], out: list[str]) -> None:
+def _differences(a: Any, b: Any, where: str, labels: tuple[str, str], out: list[str], a_only: bool) -> None:
+    if a is _ABSENT and a_only:
+        return
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         for key in sorted(set(a) | set(b), key=str):
-            _differences(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{where}.{key}" if where else str(key), labels, out)
+            here = f"{where}.{key}" if where else str(key)
+            _differences(a.get(key, _ABSENT), b.get(key, _ABSENT), here, labels, out, a_only)
     elif a != b or isinstance(a, bool) != isinstance(b, bool):  # JSON tells true from 1
         out.append(f"{where}: {labels[0]} {_show(a)}, {labels[1]} {_show(b)}")
 

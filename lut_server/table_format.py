@@ -50,6 +50,7 @@ __all__ = [
     "TableFormatError",
     "check_table_id",
     "has_fingerprint",
+    "incomplete_reason",
     "new_table_document",
     "parse_table",
     "part_median",
@@ -94,6 +95,14 @@ def _table_error(exc: ValueError) -> TableFormatError:
             if isinstance(cause, TableFormatError):
                 return cause
     return TableFormatError(str(exc))
+
+
+def incomplete_reason(name: str) -> str:
+    """Why a table with missing cells is refused and what completes it: one wording wherever a table must be whole."""
+    return (
+        f"{name} is incomplete (a sweep still running or killed, or one shard): finish it with `profile --resume` "
+        "or `merge` its shards"
+    )
 
 
 def part_median(data: Mapping[str, Any], name: str) -> np.ndarray:

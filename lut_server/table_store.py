@@ -143,10 +143,7 @@ class TableStore:
     def put(self, table_id: str, data: Mapping[str, Any]) -> tuple[LatencyTable, bool]:
         """Validate, write atomically, swap in; returns (table, created). Raises TableFormatError or QueryError."""
         path = self.path_for(table_id)
-        try:
-            table = LatencyTable(data, table_id=table_id)  # validates the format and refuses incomplete tables
-        except QueryError as exc:  # the only one LatencyTable raises itself: complete=false
-            raise QueryError(str(exc), exc.field or "complete") from None
+        table = LatencyTable(data, table_id=table_id)  # validates the format; QueryError(field "complete") if partial
         with self._lock:
             created = not path.exists()
             write_json_atomic(path, table.data)

@@ -44,7 +44,7 @@ import numpy as np
 
 from lut_server.calibration import correction_of
 from lut_server.dims import BlockDims
-from lut_server.table_format import read_table, write_table
+from lut_server.table_format import incomplete_reason, read_table, write_table
 from profiler.backends import Backend, BackendUnavailable
 from profiler.fingerprint import cpu_device, fingerprint_mismatches, flatten, software, torch_software
 from profiler.level_history import record_level, typical_level
@@ -204,8 +204,7 @@ def machine_here(doc: Mapping[str, Any]) -> tuple[Backend | None, dict[str, Any]
     except (BackendUnavailable, ValueError) as exc:
         here = stand_in_here(doc)
         reason = f"workload.backend: {doc['workload']['backend']} cannot run here with the table's settings ({exc})"
-        differing = [m for m in fingerprint_mismatches(doc, here) if ": table absent, here " not in m]
-        return None, here, [reason, *differing]
+        return None, here, [reason, *fingerprint_mismatches(doc, here, recorded_only=True)]
     here = backend.environment()
     return backend, here, fingerprint_mismatches(doc, here)
 
@@ -217,10 +216,7 @@ def check_table(
     `record`: add the level measured here to the table's sessions (only on the table's device)."""
     doc = read_table(path)
     if not doc.get("complete"):
-        raise ValueError(
-            f"{Path(path).name} is incomplete (a sweep still running or killed, or one shard): finish it with "
-            "`profile --resume` or `merge` its shards; its missing cells cannot be checked"
-        )
+        raise ValueError(f"{incomplete_reason(Path(path).name)}; its missing cells cannot be checked")
     backend, here, mismatches = machine_here(doc)
     result: dict[str, Any] = {
         "table": Path(path).name,

@@ -226,14 +226,15 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def fingerprint_mismatches(table: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
+def fingerprint_mismatches(table: Mapping[str, Any], here: Mapping[str, Any], recorded_only: bool = False) -> list[str]:
     """Every field of the compatibility key in which a table and this machine differ, one line each
     ("device.match.cpu.isa.avx512_bf16: table False, here True"); `here` holds this machine's `device` and
-    `software` (a backend's `environment()`). A table without a fingerprint gets one line saying so."""
+    `software` (a backend's `environment()`). A table without a fingerprint gets one line saying so.
+    `recorded_only`: compare only the fields the table records (`here` describes more than the table's backend)."""
     if not (table.get("device") or {}).get("match"):
         return [f"device: the table records no fingerprint (only {(table.get('device') or {}).get('name')!r})"]
     on_this_machine = {**table, "device": here.get("device"), "software": here.get("software")}
-    return compatibility_mismatches(table, on_this_machine)
+    return compatibility_mismatches(table, on_this_machine, fields_of_a_only=recorded_only)
 
 
 def summary_mismatches(summary: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:

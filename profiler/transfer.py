@@ -29,7 +29,7 @@ from tqdm import tqdm
 from lut_server.calibration import MIN_ROWS, CalibrationRow, fit_calibration
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable
-from lut_server.table_format import PART_AXES, read_table, write_table
+from lut_server.table_format import PART_AXES, incomplete_reason, read_table, write_table
 from lut_server.table_identity import content_hash
 from profiler.backends import create_backend
 from profiler.environment import utc_now
@@ -121,7 +121,7 @@ def transfer_table(
         raise FileExistsError(f"{out} exists; remove it first")
     source_doc = read_table(source_path)
     if not source_doc["complete"]:
-        raise ValueError(f"{source_path.name} is incomplete; a transfer needs a complete source table")
+        raise ValueError(f"{incomplete_reason(source_path.name)}; a transfer needs a complete source table")
     missing = [p for p in BLOCK_STAGES if p not in source_doc["parts"]]
     if missing:
         raise ValueError(

@@ -45,6 +45,20 @@ def test_every_differing_field_is_listed_including_absent_ones():
     ]
 
 
+def test_fields_only_the_second_document_has_are_ignored_when_asked():
+    a = make_table_v2()
+    b = copy.deepcopy(a)
+    b["software"]["match"]["onnxruntime"] = "1.31.1"  # a partial view of this machine that says more
+    b["device"]["match"]["cpu"]["isa"]["avx512_bf16"] = False
+    del b["device"]["match"]["cpu"]["l3_kib"]
+    found = compatibility_mismatches(a, b, fields_of_a_only=True)
+    assert found == [
+        "device.match.cpu.isa.avx512_bf16: table True, here False",
+        "device.match.cpu.l3_kib: table 32768, here absent",
+    ]
+    assert "software.match.onnxruntime: table absent, here '1.31.1'" in compatibility_mismatches(a, b)
+
+
 def test_a_flag_is_not_equal_to_the_number_one():
     a = make_table_v2()
     b = copy.deepcopy(a)
