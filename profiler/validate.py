@@ -287,11 +287,37 @@ def validate_table_file(
             )
             for other in compare
         }  # fmt: skip
-    bound = max(3.0, 1.5 * result["retest_noise_pct"])
-    result["meets_bar"] = bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= 10.0)
-    result["bar"] = {"median_ape_pct_max": round(bound, 3), "p95_ape_pct_max": 10.0}
+    result.update(bars(result))
     store_validation(path, result, device_name)
     return result
+
+
+BLOCK_P95_MAX_PCT = 10.0
+MODEL_MEDIAN_MAX_PCT = 2.0
+MODEL_P95_MAX_PCT = 5.0
+
+
+def bars(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the raw blocks and the models as the table answers them (calibrated where it is) meet the accuracy
+    bars: blocks median ≤ max(3%, 1.5 × retest noise) and p95 ≤ 10%; models median ≤ 2% and p95 ≤ 5%. Blocks are
+    judged raw, because a calibrated block is that block's share inside a deep model, not a block timed as the
+    sweep timed it (docs/measurement.md)."""
+    bound = max(3.0, 1.5 * result["retest_noise_pct"])
+    out: dict[str, Any] = {
+        "meets_bar": bool(result["median_ape_pct"] <= bound and result["p95_ape_pct"] <= BLOCK_P95_MAX_PCT),
+        "bar": {"median_ape_pct_max": round(bound, 3), "p95_ape_pct_max": BLOCK_P95_MAX_PCT},
+    }
+    models = result.get("models_calibrated") or result.get("models")
+    if models:
+        out["meets_model_bar"] = bool(
+            models["median_ape_pct"] <= MODEL_MEDIAN_MAX_PCT and models["p95_ape_pct"] <= MODEL_P95_MAX_PCT
+        )
+        out["bar"] |= {
+            "models": "calibrated" if result.get("models_calibrated") else "raw",
+            "models_median_ape_pct_max": MODEL_MEDIAN_MAX_PCT,
+            "models_p95_ape_pct_max": MODEL_P95_MAX_PCT,
+        }
+    return out
 
 
 def store_validation(path: Path, result: dict[str, Any], device: str) -> None:

@@ -237,6 +237,10 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
     report = json.loads(again.stdout)
     assert set(report["models_calibrated"]) >= {"median_ape_pct", "p95_ape_pct", "signed_median_pct"}
     assert "calibrated" in report
+    assert report["bar"]["models"] == "calibrated"  # models are judged as the table answers them
+    assert report["meets_model_bar"] is (
+        report["models_calibrated"]["median_ape_pct"] <= 2.0 and report["models_calibrated"]["p95_ape_pct"] <= 5.0
+    )
     twice = report["compared"]["twice"]  # the same table, calibrated to a machine that typically runs at twice
     assert twice["models_calibrated"]["signed_median_pct"] == pytest.approx(
         100 * (2 * (1 + report["models_calibrated"]["signed_median_pct"] / 100) - 1), abs=0.02
