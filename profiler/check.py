@@ -307,6 +307,12 @@ def format_report(result: Mapping[str, Any]) -> str:
             f"{sessions['typical_level_pct']:+.2f}%)" + ("; this check recorded" if result.get("recorded") else "")
         )
     lines.append(f"verdict {result['verdict']} (exit {result['exit_code']})")
+    if result["verdict"] == "stale":
+        lines.append(
+            "why     this machine runs at another speed than the table answers at, in every pass, beyond the wander "
+            "the table recorded; on a shared machine that can pass: check again in a while, and if it stays "
+            "stale, re-derive the table here"
+        )
     if result.get("next"):
         lines.append(f"next    {result['next']}")
     elif result.get("backend_runs_here") is False:

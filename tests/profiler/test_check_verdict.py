@@ -92,3 +92,25 @@ def test_a_validation_forced_on_another_device_says_nothing_about_this_ones_wand
     forced = {**here, "validation": _validation(swinging, device="cpu-b")}
     assert wander_pct(here) > 20.0
     assert wander_pct(forced) <= 1.0 + 1e-9
+
+
+def test_the_report_of_a_stale_table_says_why_and_what_to_do():
+    from profiler.check import format_report
+
+    stale = {
+        "table": "t.json",
+        "device": {"table": "cpu", "here": "cpu"},
+        "fingerprint": {"device": {}, "software": {}},
+        "mismatches": [],
+        "points": [],
+        "drift_pct": None,
+        "verdict": "stale",
+        "exit_code": 3,
+        "next": "python -m profiler profile --from t.json --budget 100 --out t-here.json",
+    }
+    report = format_report(stale).splitlines()
+    assert report[-3] == "verdict stale (exit 3)"
+    assert report[-2].startswith("why     ") and "check again in a while" in report[-2]
+    assert report[-1] == "next    python -m profiler profile --from t.json --budget 100 --out t-here.json"
+    assert not any(line.startswith("why") for line in format_report({**stale, "verdict": "holds", "exit_code": 0,
+                                                                      "next": None}).splitlines())  # fmt: skip
