@@ -15,7 +15,8 @@ from typing import Any
 from lut_server.calibration import CalibrationRow, fit_calibration
 from lut_server.dims import ModelDims
 from lut_server.latency_table import LatencyTable
-from lut_server.table_format import read_table, write_table
+from lut_server.table_format import incomplete_reason, read_table, write_table
+from profiler.calibration_points import model_points, validations_used
 from profiler.environment import utc_now
 from profiler.level_history import level_spread_pct, typical_level
 
@@ -28,39 +29,6 @@ def calibration_rows(table: LatencyTable, points: list[Mapping[str, Any]]) -> li
     return rows
 
 
-def model_points(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every measured model the table holds: those the current fit used, plus the latest validation's when that
-    validation came after the fit (each validation draws new random models, so fits improve as they accumulate).
-
-    Where validation tracked the machine's level, the level-normalised latencies are used, so the correction fits
-    the table's structure rather than whether the machine was fast or slow in the minutes of that validation."""
-    validation = doc.get("validation") or {}
-    fitted = (doc.get("calibration") or {}).get("fitted") or {}
-    points = list(fitted.get("points") or [])
-    used = set(fitted.get("validations") or [])
-    if validation.get("model_points") and validation.get("created") not in used and not validation.get("forced"):
-        points += [
-            {"dims": p["dims"], "measured_ms": p.get("level_normalised_ms", p["measured_ms"])}
-            for p in validation["model_points"]
-        ]
-    if not points:
-        raise ValueError(
-            "the table has no measured whole models to calibrate on: run `python -m profiler validate TABLE` "
-            "(with --models > 0) first"
-        )
-    return points
-
-
-def validations_used(doc: Mapping[str, Any]) -> list[str]:
-    fitted = (doc.get("calibration") or {}).get("fitted") or {}
-    used = list(fitted.get("validations") or [])
-    validation = doc.get("validation") or {}
-    created = validation.get("created")
-    if validation.get("model_points") and created not in used and not validation.get("forced"):
-        used.append(created)
-    return used
-
-
 def calibrate_table(path: str | Path) -> dict[str, Any]:
     """Fit, store the calibration beside the untouched raw medians, return it.
 
@@ -69,6 +37,8 @@ def calibrate_table(path: str | Path) -> dict[str, Any]:
     spread for `check` (`profiler/level_history.py`)."""
     path = Path(path)
     doc = read_table(path)
+    if not doc.get("complete"):
+        raise ValueError(f"{incomplete_reason(path.name)}; a calibration corrects a whole table")
     points = model_points(doc)
     raw = LatencyTable(doc, path.stem, calibrated=False)
     calibration = fit_calibration(calibration_rows(raw, points))

@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from lut_server.table_format import PART_AXES, TableFormatError
+from lut_server.table_format import BLOCK_PARTS, PART_AXES, TABLE_ID_PATTERN, TableFormatError
 from profiler.backends import BackendUnavailable, backend_names, create_backend
 from profiler.backends.glibc_malloc import ALLOCATORS, default_allocator
 from profiler.device_match import DeviceMismatch
 from profiler.grids import PRESETS, load_grid
-from profiler.sweep import Shard, Sweep, SweepMismatch, grid_step_monotonicity
+from profiler.sweep import Shard, Sweep, SweepMismatch, grid_step_monotonicity, plan_combos
 from profiler.timing import Protocol
 from profiler.transfer import transfer_table
 from profiler.validate import measure_configs, measure_models, validate_table_file
@@ -38,7 +38,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--budget",
         type=int,
-        default=100,
+        default=None,
         help="with --from: configurations timed here, runs and whole models (default 100)",
     )
     p.add_argument("--out", required=True, type=Path, help="tables/ID.json")
@@ -127,6 +127,17 @@ EXTENSION_MODULES = (
 
 
 PROFILE_DEFAULTS = {"backend": "torch-cpu", "batch": 1, "tokens": 197, "precision": "fp32", "grid": "default"}
+DEFAULT_BUDGET = 100
+
+
+def warn_about_table_name(out: Path) -> None:
+    """The server serves `ID.json` as table ID; a name it cannot serve is better renamed before hours of sweep."""
+    if not TABLE_ID_PATTERN.fullmatch(out.stem) or out.suffix != ".json":
+        print(
+            f"warning: the server serves tables/ID.json as table ID, and {out.name!r} is not such a name (ID: "
+            "lower-case letters, digits, '.', '_', '-', up to 64): rename it before serving it",
+            file=sys.stderr,
+        )
 
 
 def cmd_profile_from(args: argparse.Namespace) -> int:
@@ -135,7 +146,8 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
     if given:
         raise ValueError(f"--from takes the backend, workload and grid from the source table; drop {', '.join(given)}")
     options = {"allocator": args.allocator} if args.allocator else {}
-    doc = transfer_table(args.from_table, args.out, args.budget, options, progress=not args.no_progress, seed=args.seed)
+    budget = DEFAULT_BUDGET if args.budget is None else args.budget
+    doc = transfer_table(args.from_table, args.out, budget, options, progress=not args.no_progress, seed=args.seed)
     s = doc["sweep"]
     fits = s["derived_from"]["fits"]
     print(
@@ -163,11 +175,17 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    warn_about_table_name(args.out)
     if args.from_table is not None:
         return cmd_profile_from(args)
+    if args.budget is not None:
+        raise ValueError("--budget counts the runs of `profile --from TABLE`; a sweep times its whole grid")
     for key, value in PROFILE_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    for name in ("batch", "tokens", "threads", "patch_size", "in_chans", "num_classes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     spec = load_grid(args.grid)
     used = {axis for part in spec.parts for axis in PART_AXES[part]}
     single = [axis for axis, values in spec.grid.items() if len(values) == 1 and axis in used]
@@ -177,9 +195,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
             f"{'that axis' if len(single) == 1 else 'those axes'} saves nothing by its count (deltas of 0)",
             file=sys.stderr,
         )
-    for name in ("patch_size", "in_chans", "num_classes"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     model: VitConfig | None = None
     if not args.no_model_parts:
         model = model_config_for_tokens(args.tokens, args.patch_size, args.in_chans, args.num_classes)
@@ -203,10 +218,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
     elif args.allocator:
         raise ValueError(f"--allocator is a torch-cpu option; {args.backend} manages its own memory")
     backend = create_backend(args.backend, args.precision, args.threads, **options)
+    given = [p for p in spec.parts if p in BLOCK_PARTS]
     spec = spec.with_block_split(backend.block_stages)  # attn | mlp where the runtime fuses attention
+    if given and sorted(given) != sorted(backend.block_stages):
+        print(
+            f"warning: a sweep times a block as {args.backend} splits it ({', '.join(backend.block_stages)}); the "
+            f"grid's block parts {given} are replaced by those",
+            file=sys.stderr,
+        )
     workload = Workload(args.batch, args.tokens, model)
     protocol = Protocol.quick() if args.quick else Protocol()
     shard = Shard.parse(args.shard) if args.shard else None
+    if shard is not None and shard.index >= len(plan_combos(spec)):
+        print(
+            f"warning: the grid has {len(plan_combos(spec))} runs, so shard {args.shard} holds none of them; use "
+            "fewer shards",
+            file=sys.stderr,
+        )
     sweep = Sweep(args.out, backend, workload, spec, protocol, resume=args.resume, shard=shard, seed=args.seed)
     doc = sweep.run(progress=not args.no_progress)
     s = doc["sweep"]
@@ -269,12 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command) or args.handler
     try:
         return handler(args)
+    except KeyboardInterrupt:
+        print(f"interrupted{interrupted_hint(args)}", file=sys.stderr)
+        return 130
     except DeviceMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
     except (ValueError, FileExistsError, TableFormatError, SweepMismatch, BackendUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    """A sweep writes every finished run to its table, so an interrupted one is continued, not restarted."""
+    out = getattr(args, "out", None)
+    if args.command == "profile" and args.from_table is None and out is not None and Path(out).exists():
+        return f": {out} keeps every finished run; the same command with --resume continues it"
+    return ""
 
 
 def _extension_modules() -> list:

@@ -78,6 +78,9 @@ def load_grid(preset_or_file: str) -> GridSpec:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"grid file {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, Mapping) or "grid" not in data:
-        raise ValueError(f"grid file {path} must be an object with a 'grid' key")
-    return GridSpec(dict(data["grid"]), tuple(data.get("parts", DEFAULT_PARTS)))
+    if not isinstance(data, Mapping) or not isinstance(data.get("grid"), Mapping):
+        raise ValueError(f"grid file {path} must be an object with a 'grid' object ({{axis: [values]}})")
+    parts = data.get("parts", list(DEFAULT_PARTS))
+    if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+        raise ValueError(f"grid file {path}: 'parts' must be a list of part names, got {parts!r}")
+    return GridSpec(dict(data["grid"]), tuple(parts))

@@ -43,6 +43,12 @@ def check_compatible(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) ->
         if shard is None:
             continue
         label = f"{shard['index']}/{shard['count']}"
+        for other_label, other_name in seen.items():
+            if other_label.split("/")[1] != str(shard["count"]):
+                raise ShardMismatch(
+                    f"{name} is shard {label} but {other_name} is shard {other_label}: the shards of one split share "
+                    "its count n (profile --shard i/n with one n)"
+                )
         if label in seen:
             raise ShardMismatch(f"{name} and {seen[label]} are both shard {label}")
         seen[label] = name

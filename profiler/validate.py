@@ -24,8 +24,9 @@ from lut_server.dims import AXES, BlockDims, BlockWidths, ModelDims
 from lut_server.group_size import DEFAULT_GROUP_SIZE
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table, write_table
-from profiler.backends import Backend, create_backend
-from profiler.device_match import ensure_same_device
+from profiler.backends import Backend, BackendUnavailable, create_backend
+from profiler.calibration_points import uncalibrated_models
+from profiler.device_match import DeviceMismatch, ensure_same_device
 from profiler.environment import utc_now
 from profiler.level_history import in_time_order, record_level, unrecorded_validation
 from profiler.machine_level import has_reference, measure_tracking_level, predicted_pair_ms, reference_runner
@@ -120,9 +121,7 @@ def _compare_table(
     normalised_models: np.ndarray | None,
 ) -> dict[str, Any]:
     """Another table's errors on this validation's measurements; level-normalised by the other table's own cells for
-    the reference, as its own validation would."""
-    if other["workload"] != doc["workload"] or other.get("model") != doc.get("model"):
-        raise ValueError("--compare needs tables of the same workload (backend, precision, batch, tokens, options)")
+    the reference, as its own validation would; `other` has passed `comparable`."""
     table = LatencyTable(other, calibrated=False)
     predicted = table.block_latency(blocks)
     predicted_models = np.array([table.model_latency(m) for m in model_dims])
@@ -143,6 +142,29 @@ def _compare_table(
                 at_sweep = at_sweep_speed(calibrated, calibrated_models)
                 out["level_normalised"]["models_calibrated"] = ape_stats(at_sweep, normalised_models * scale)
     return out
+
+
+def comparable(
+    doc: Mapping[str, Any], other_path: Path, blocks: list[BlockDims], model_dims: list[ModelDims]
+) -> dict[str, Any]:
+    """The other table of `--compare`, read and asked every question the comparison will ask of it, before minutes of
+    timing rather than after: same workload, the validation's blocks and models within its ranges, this table's
+    reference on its grid."""
+    other = read_table(other_path)
+    try:
+        if other["workload"] != doc["workload"] or other.get("model") != doc.get("model"):
+            raise ValueError("it is not of this table's workload (backend, precision, batch, tokens, options, model)")
+        answers = LatencyTable(other, calibrated=False)
+        answers.block_latency(blocks)
+        for dims in model_dims:
+            answers.model_latency(dims)
+        if has_reference(doc):
+            reference = BlockDims(**doc["sweep"]["reference"]["dims"])
+            if any(getattr(reference, axis) not in other["grid"][axis] for axis in AXES):
+                raise ValueError(f"its grid lacks this table's reference configuration {reference.as_dict()}")
+    except ValueError as exc:
+        raise ValueError(f"--compare {other_path.name}: {exc}") from None
+    return other
 
 
 def _level_normalised(normalised: np.ndarray | None, index: int, digits: int) -> dict[str, float]:
@@ -173,11 +195,16 @@ def validate_table_file(
     Figures are given for the raw parts and, where the table is calibrated, for the calibrated answers the server
     gives (`calibrated`); the measured models are kept so `profiler calibrate` can fit on them.
     """
+    for name, value, least in (("points", points, 1), ("models", models, 0), ("depth", depth, 1)):
+        if value < least:
+            raise ValueError(f"--{name} must be >= {least}, got {value}")
+    if retest is not None and retest < 1:
+        raise ValueError(f"--retest must be >= 1 (the retest noise sets the bar), got {retest}")
     path = Path(path)
     doc = read_table(path)
     table = LatencyTable(doc, path.stem, calibrated=False)
     calibrated = LatencyTable(doc, path.stem) if doc.get("calibration") else None
-    backend = backend_for_table(doc)
+    backend = backend_here(doc, "validate")
     forced = bool(ensure_same_device(doc, backend, force, action="validate"))
     device_name = backend.environment()["device"]["name"]
     workload = workload_for_table(doc)
@@ -185,6 +212,7 @@ def validate_table_file(
     rng = random.Random(seed)
     blocks = random_blocks(table, points, rng)
     model_dims = random_models(table, models, depth, rng)
+    others = {Path(o).stem: comparable(doc, Path(o), blocks, model_dims) for o in compare or []}  # before timing
     retest = min(points, retest if retest is not None else max(20, points // 4))
     retest_idx = rng.sample(range(points), retest)
     started = time.perf_counter()
@@ -281,12 +309,11 @@ def validate_table_file(
         normalised_blocks = normalised[:points] if normalised is not None else None
         normalised_models = normalised[points : points + models] if normalised is not None else None
         result["compared"] = {
-            Path(other).stem: _compare_table(
-                doc, read_table(other), blocks, model_dims, measured, measured_models, normalised_blocks,
-                normalised_models,
+            name: _compare_table(
+                doc, other, blocks, model_dims, measured, measured_models, normalised_blocks, normalised_models
             )
-            for other in compare
-        }  # fmt: skip
+            for name, other in others.items()
+        }
     result.update(bars(result))
     store_validation(path, result, device_name)
     return result
@@ -332,7 +359,8 @@ def with_validation(doc: dict[str, Any], result: dict[str, Any], device: str) ->
     earlier = unrecorded_validation(doc)
     if earlier is not None:
         doc["levels"] = in_time_order([*(doc.get("levels") or []), earlier])
-    doc["validation"] = result
+    pending = uncalibrated_models(doc)
+    doc["validation"] = result | ({"pending_models": pending} if pending else {})
     level = result.get("level")
     if level and not result["forced"]:
         record_level(doc, "validate", level["median_pct"], level["reference_times"], device, result["created"])
@@ -373,8 +401,20 @@ def measure_models(
     )  # fmt: skip
 
 
+def backend_here(doc: Mapping[str, Any], action: str) -> Backend:
+    """The table's backend, or DeviceMismatch (exit 4, as `check` says `different`) where it cannot run here with
+    the table's settings: a GPU table on a machine without that GPU is another device, not a usage error."""
+    try:
+        return backend_for_table(doc)
+    except BackendUnavailable as exc:
+        raise DeviceMismatch(
+            f"this machine is not the table's device: {doc['workload']['backend']} cannot run here with the "
+            f"table's settings ({exc}); refusing to {action}"
+        ) from None
+
+
 def _measure_jobs(doc: Mapping[str, Any], make_jobs, progress: bool, force: bool) -> list[float]:
-    backend = backend_for_table(doc)
+    backend = backend_here(doc, "measure")
     mismatches = ensure_same_device(doc, backend, force, action="measure")
     for line in mismatches:
         print(f"warning (--force): {line}", file=sys.stderr)

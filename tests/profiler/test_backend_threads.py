@@ -22,7 +22,9 @@ def test_gpu_backends_refuse_a_thread_count_before_looking_for_a_gpu(backend: ty
 
 @pytest.mark.parametrize("name", ["torch-cuda", "tensorrt"])
 def test_profile_refuses_threads_on_a_gpu_backend_in_one_line(name: str, tmp_path: Path, capsys) -> None:
-    code = main(["profile", "--backend", name, "--precision", "fp16", "--threads", "8", "--out", str(tmp_path / "t")])
+    code = main(
+        ["profile", "--backend", name, "--precision", "fp16", "--threads", "8", "--out", str(tmp_path / "t.json")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--threads" in err and name in err
 

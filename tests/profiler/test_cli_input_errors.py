@@ -4,6 +4,7 @@ silently changed request."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lut_server.dims import BlockDims, ModelDims
-from lut_server.table_format import write_table
+from lut_server.table_format import validate_table, write_table
 from tests.table_factory import make_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,12 +69,13 @@ def test_measure_refuses_bad_dims_with_one_error_line(tmp_path, flag, items, mes
     assert done.stderr.startswith("error: ") and message in done.stderr
 
 
-def test_check_refuses_an_incomplete_table(tmp_path):
+@pytest.mark.parametrize("command", ["check", "calibrate"])
+def test_an_incomplete_table_is_refused_as_incomplete(tmp_path, command):
     doc = make_table()
     doc["complete"] = False
     table = tmp_path / "partial.json"
     write_table(table, doc)
-    done = run_profiler("check", table)
+    done = run_profiler(command, table)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "partial.json is incomplete" in done.stderr and "--resume" in done.stderr
 
@@ -103,3 +105,118 @@ def test_a_one_value_axis_is_profiled_with_a_warning_that_it_prices_no_removal(t
     done = run_profiler("profile", "--grid", grid, "--quick", "--tokens", "17", "--out", out, "--no-progress")
     assert done.returncode == 0, done.stderr
     assert "warning: heads take one value" in done.stderr and "deltas of 0" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--budget", "5"), "--budget counts the runs of `profile --from TABLE`"),
+        (("--tokens", "0"), "--tokens must be >= 1, got 0"),
+        (("--batch", "-1"), "--batch must be >= 1, got -1"),
+    ],
+)
+def test_profile_refuses_a_flag_it_would_ignore_or_a_count_below_one_first(tmp_path, args, message):
+    done = run_profiler("profile", "--grid", "tiny", "--quick", *args, "--out", tmp_path / "t.json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [f"error: {message}" + done.stderr.splitlines()[0].split(message, 1)[1]]
+    assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("grid_file", "message"),
+    [
+        ({"grid": [1, 2]}, "must be an object with a 'grid' object"),
+        ({"grid": {"emb": [32, 64]}, "parts": "mlp"}, "'parts' must be a list of part names, got 'mlp'"),
+    ],
+)
+def test_a_malformed_grid_file_is_one_error_line(tmp_path, grid_file, message):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(grid_file))
+    done = run_profiler("profile", "--grid", grid, "--quick", "--out", tmp_path / "t.json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and message in done.stderr
+
+
+def test_a_table_name_the_server_cannot_serve_is_warned_about_before_the_sweep(tmp_path):
+    done = run_profiler("profile", "--grid", "tiny", "--quick", "--tokens", "0", "--out", tmp_path / "My CPU.json")
+    assert "warning: the server serves tables/ID.json as table ID, and 'My CPU.json' is not such a name" in done.stderr
+    assert done.returncode == 2  # the bad --tokens still stops it, after the warning
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--points", "0"), "--points must be >= 1, got 0"),
+        (("--models", "-1"), "--models must be >= 0, got -1"),
+        (("--retest", "0"), "--retest must be >= 1"),
+        (("--depth", "0"), "--depth must be >= 1, got 0"),
+    ],
+)
+def test_validate_refuses_counts_it_cannot_judge_by(tmp_path, args, message):
+    table = tmp_path / "t.json"
+    write_table(table, make_table())
+    done = run_profiler("validate", table, "--quick", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and message in done.stderr
+
+
+def test_an_interrupted_sweep_says_how_to_continue_it(tmp_path):
+    from argparse import Namespace
+
+    from profiler.cli import interrupted_hint
+
+    out = tmp_path / "t.json"
+    sweep = Namespace(command="profile", from_table=None, out=out)
+    assert interrupted_hint(sweep) == ""  # nothing written yet: nothing to continue
+    write_table(out, make_table())
+    assert interrupted_hint(sweep) == f": {out} keeps every finished run; the same command with --resume continues it"
+    assert interrupted_hint(Namespace(command="validate", table=out)) == ""
+
+
+def test_validate_checks_the_tables_to_compare_before_any_timing(tmp_path):
+    table = tmp_path / "t.json"
+    write_table(table, make_table())
+    before = table.read_bytes()
+    done = run_profiler("validate", table, "--quick", "--points", "2", "--models", "0", "--force",
+                        "--compare", tmp_path / "typo.json")  # fmt: skip
+    assert done.returncode == 2 and "typo.json" in done.stderr and "Traceback" not in done.stderr
+    assert "validate t.json" not in done.stderr  # no progress bar: nothing was timed
+    assert table.read_bytes() == before
+
+
+def test_a_table_to_compare_that_cannot_answer_the_validation_is_named(tmp_path):
+    from lut_server.latency_table import LatencyTable
+    from profiler.validate import comparable, random_blocks
+
+    doc = validate_table(make_table())  # as read from a file
+    narrow = make_table(grid={**doc["grid"], "emb": doc["grid"]["emb"][:2]})
+    other = tmp_path / "narrow.json"
+    write_table(other, narrow)
+    table = LatencyTable(doc)
+    blocks = [b for b in random_blocks(table, 50, random.Random(0)) if b.emb > max(narrow["grid"]["emb"])][:1]
+    assert blocks, "the draw should reach beyond the narrower table's EMB range"
+    with pytest.raises(ValueError, match=r"^--compare narrow.json: .*emb"):
+        comparable(doc, other, blocks, [])
+
+
+def test_measure_calls_a_table_whose_backend_cannot_run_here_another_device(tmp_path):
+    doc = make_table()
+    doc["workload"] |= {"backend": "torch-cuda", "threads": None}
+    table = tmp_path / "gpu.json"
+    write_table(table, doc)
+    configs = tmp_path / "c.json"
+    configs.write_text(json.dumps([{"emb": 64, "heads": 1, "qk": 8, "v": 8, "mlp": 32}]))
+    done = run_profiler("measure", "--table", table, "--configs", configs)
+    if "torch-cuda cannot run here" not in done.stderr:
+        pytest.skip("torch-cuda runs on this machine")
+    assert done.returncode == 4 and done.stderr.startswith("error: this machine is not the table's device")
+
+
+@pytest.mark.slow
+def test_block_parts_the_backend_splits_otherwise_are_replaced_with_a_warning(tmp_path):
+    grid = tmp_path / "grid.json"
+    axes = {"emb": [32, 64], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [32, 64]}
+    grid.write_text(json.dumps({"grid": axes, "parts": ["block", "stem", "head"]}))
+    out = tmp_path / "t.json"
+    done = run_profiler("profile", "--grid", grid, "--quick", "--tokens", "17", "--out", out, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "grid's block parts ['block'] are replaced by those" in done.stderr
+    assert sorted(json.loads(out.read_text())["parts"]) == ["attn_qk", "attn_v", "head", "mlp", "stem"]

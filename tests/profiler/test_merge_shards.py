@@ -113,6 +113,11 @@ def test_overlapping_and_missing_runs(sweeps: dict[str, Path], tmp_path: Path, c
     copy.write_text(sweeps["s0"].read_text())
     assert main(["merge", str(sweeps["s0"]), str(copy), "--out", str(out)]) == 2
     assert "both shard 0/3" in capsys.readouterr().err
+    other_split = read_table(sweeps["s1"])
+    other_split["sweep"]["shard"] = {"index": 1, "count": 2}
+    write_table(tmp_path / "half.json", other_split)
+    assert main(["merge", str(sweeps["s0"]), str(tmp_path / "half.json"), "--out", str(out)]) == 2
+    assert "half.json is shard 1/2 but" in capsys.readouterr().err  # not "overlap": another split entirely
     assert main(["merge", str(sweeps["s0"]), str(sweeps["s1"]), "--out", str(out)]) == 2
     assert "missing" in capsys.readouterr().err and not out.exists()
 
