@@ -115,7 +115,7 @@ def prune_main(args: argparse.Namespace) -> int:
             pretrained=args.pretrained,
             data=args.data,
             out=args.out,
-            targets=args.targets or [args.target],
+            targets=args.targets if args.targets is not None else [args.target],
             table_file=args.table_file,
             server=args.server,
             table=args.table,

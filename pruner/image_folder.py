@@ -5,6 +5,10 @@ cannot load the registry's torchvision), a small built-in loader reads the image
 side, centre-crops and normalises with ImageNet's mean and std. Batches are drawn from one permutation per epoch
 seeded by (seed, epoch), so the global batch of an iteration is the same in one process and across N ranks (rank
 r takes the r-th slice) and a resumed run draws exactly the batches the interrupted one would have.
+
+An image that cannot be decoded is an error naming its file (`UnreadableImage`, a ValueError), not skipped: a
+skipped image would silently change the batches, and the checkpoint keeps the run's progress while the file is
+replaced. A class folder of the training split without images is refused, as torchvision's ImageFolder does.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from torch import Tensor
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class UnreadableImage(ValueError):
+    """An image file of the dataset that cannot be read or decoded."""
 
 
 def _builtin_transform(image_size: int, channels: int) -> Callable[[Path], Tensor]:
@@ -75,24 +83,42 @@ class ImageFolderSplit:
     def __init__(self, root: Path, image_size: int, channels: int = 3, classes: list[str] | None = None):
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory (expected ImageFolder layout: <class>/<image>)")
+        own_classes = classes is None
         self.classes = classes or sorted(d.name for d in root.iterdir() if d.is_dir())
         if not self.classes:
             raise ValueError(f"{root} has no class directories")
-        self.samples: list[tuple[Path, int]] = [
-            (path, label)
-            for label, name in enumerate(self.classes)
-            for path in sorted((root / name).iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        self.samples: list[tuple[Path, int]] = []
+        empty = []
+        for label, name in enumerate(self.classes):
+            folder = root / name
+            found = folder.iterdir() if folder.is_dir() else ()  # a held-out split may lack a class
+            images = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
+            empty += [] if images else [name]
+            self.samples += [(path, label) for path in images]
         if not self.samples:
             raise ValueError(f"{root} has no images")
+        if own_classes and empty:  # the class list comes from these folders: an empty one is a mistake
+            shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            raise ValueError(
+                f"{root} has class folders without images ({shown}); remove them or add images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
         self.load, self.loader = image_transform(image_size, channels)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def image(self, index: int) -> Tensor:
+        path = self.samples[index][0]
+        try:
+            return self.load(path)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise UnreadableImage(
+                f"cannot read image {path}: {exc}; replace the file (removing it changes the batches of a --resume)"
+            ) from None
+
     def batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        images = torch.stack([self.load(self.samples[i][0]) for i in indices])
+        images = torch.stack([self.image(i) for i in indices])
         labels = torch.tensor([self.samples[i][1] for i in indices], dtype=torch.long)
         return images, labels
 

@@ -55,19 +55,23 @@ class ImportanceAccumulator:
         self.batches += 1
         self.total_batches += 1
 
+    def has_value(self) -> bool:
+        """Whether `value()` has something to return (otherwise it raises)."""
+        if self.interval_momentum is not None:
+            return self.batches > 0 or self._carried is not None
+        return (self.batches if self.momentum is None else self.total_batches) > 0
+
     def _flat_value(self) -> Tensor:
+        if not self.has_value():
+            raise RuntimeError("no batch accumulated yet: call accumulate() after loss.backward()")
         if self.interval_momentum is not None:
             if self.batches == 0:
-                if self._carried is None:
-                    raise RuntimeError("no batch accumulated yet: call accumulate() after loss.backward()")
                 return self._carried
             interval = self._sum / self.batches
             if self._carried is None:
                 return interval
             beta = self.interval_momentum
             return self._carried * beta + interval * (1.0 - beta)
-        if (self.batches if self.momentum is None else self.total_batches) == 0:
-            raise RuntimeError("no batch accumulated yet: call accumulate() after loss.backward()")
         if self.momentum is None:
             return self._sum / max(self.batches, 1)
         return self._sum / (1.0 - self.momentum**self.total_batches)

@@ -188,6 +188,12 @@ class Pruner:
         return self.gates.model_dims()
 
     @property
+    def ready(self) -> bool:
+        """Whether `step()` has an importance to decide on: false when every batch since the last step was skipped
+        (fp16 overflow) and nothing was carried over, where the caller defers the step to a batch that counts."""
+        return self.importance.has_value()
+
+    @property
     def target_ms(self) -> float | None:
         return None if self.original_ms is None else self.target_ratio * self.original_ms
 

@@ -3,15 +3,20 @@
 A run of days must not change its latency model silently: `PinnedLatency` records the table's id and content hash
 when the run starts, re-reads the served summary every `recheck_s` seconds and raises `TableChangedError` when the
 hash differs (re-pin explicitly with `repin()`). When the server stops answering, it answers from a copy of the
-table downloaded at the start, whose hash is the pinned one.
+table downloaded at the start, whose hash is the pinned one, at once from then on: the server is tried again at
+most every `probe_every_s` seconds with one short request, so a pruning step never waits the client's whole retry
+horizon twice.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
+
+import httpx
 
 from lut_server.client import LatencyClient, LatencyQueryError, LatencyServiceError
 from lut_server.dims import ModelDims
@@ -22,6 +27,17 @@ from profiler.vit import VitConfig
 
 class TableChangedError(RuntimeError):
     """The served table is not the one the run pinned."""
+
+
+@contextmanager
+def _one_short_try(client: LatencyClient, timeout_s: float) -> Iterator[None]:
+    """The client with one attempt of at most `timeout_s` (no retries, no horizon), restored afterwards."""
+    saved = client.retries, client.retry_horizon_s, client._http.timeout
+    client.retries, client.retry_horizon_s, client._http.timeout = 0, None, httpx.Timeout(timeout_s)
+    try:
+        yield
+    finally:
+        client.retries, client.retry_horizon_s, client._http.timeout = saved
 
 
 def source_summary(source: Any) -> dict[str, Any] | None:
@@ -77,9 +93,16 @@ class PinnedLatency:
         pinned_hash: str | None = None,
         recheck_s: float = 60.0,
         local_fallback: bool = True,
+        probe_every_s: float = 300.0,
+        probe_timeout_s: float = 5.0,
     ):
         self.client = client
         self.recheck_s = recheck_s
+        self.probe_every_s = probe_every_s
+        self.probe_timeout_s = probe_timeout_s
+        self.offline_since: float | None = None
+        """monotonic() when the server stopped answering and the local copy took over; None while online."""
+        self._probed_at = 0.0
         summary = client.summary()
         served = summary.get("content_hash")
         if served is None:
@@ -114,6 +137,7 @@ class PinnedLatency:
         self._summary = self.client.summary()
         self.pinned_hash = self._summary["content_hash"]
         self.fallback = None
+        self.offline_since = None
         self._checked_at = time.monotonic()
         return self.pinned_hash
 
@@ -131,6 +155,25 @@ class PinnedLatency:
 
     # ---- queries --------------------------------------------------------------------------------------------
     def _ask(self, name: str, *args: Any) -> Any:
+        if self.offline_since is not None:
+            if time.monotonic() - self._probed_at < self.probe_every_s:
+                return self._from_copy(name, *args)
+            self._probed_at = time.monotonic()
+            self._checked_at = float("-inf")  # the table may have been replaced while the server was away
+            try:
+                with _one_short_try(self.client, self.probe_timeout_s):
+                    self._check_pin()
+                    answer = getattr(self.client, name)(*args)
+            except LatencyQueryError:
+                raise
+            except LatencyServiceError as exc:
+                if exc.status is not None:
+                    raise
+                return self._from_copy(name, *args)
+            away = time.monotonic() - self.offline_since
+            self.offline_since = None
+            print(f"latency server answers again after {away:.0f} s; querying it again", file=sys.stderr)
+            return answer
         try:
             self._check_pin()
             return getattr(self.client, name)(*args)
@@ -139,10 +182,18 @@ class PinnedLatency:
         except LatencyServiceError as exc:
             if self.fallback is None or exc.status is not None:
                 raise
-            self.fallback_queries += 1
-            if self.fallback_queries == 1:
-                print(f"latency server unreachable ({exc}); answering from the pinned local copy", file=sys.stderr)
-            return getattr(self.fallback, name)(*args)
+            self.offline_since = self._probed_at = time.monotonic()
+            print(
+                f"latency server unreachable ({exc}); answering from the pinned local copy, retrying the server "
+                f"every {self.probe_every_s:g} s",
+                file=sys.stderr,
+            )
+            return self._from_copy(name, *args)
+
+    def _from_copy(self, name: str, *args: Any) -> Any:
+        assert self.fallback is not None
+        self.fallback_queries += 1
+        return getattr(self.fallback, name)(*args)
 
     def deltas(self, model: ModelDims, group_size: Mapping[str, int] | None = None) -> GroupDeltas:
         return self._ask("deltas", model, group_size)

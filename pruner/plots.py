@@ -56,7 +56,8 @@ def plot_prune_run(
     ax.set_xlabel("pruning step")
     ax.set_ylabel("latency (ms)", color="tab:blue")
     acc = ax.twinx()
-    acc.plot(steps, [t["accuracy"] for t in timeline], color="tab:red", label="held-out accuracy")
+    scored = [float("nan") if t["accuracy"] is None else t["accuracy"] for t in timeline]  # --eval-images 0
+    acc.plot(steps, scored, color="tab:red", label="held-out accuracy")
     acc.set_ylabel("held-out accuracy (%)", color="tab:red")
     handles, labels = ax.get_legend_handles_labels()
     acc_handles, acc_labels = acc.get_legend_handles_labels()

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
+import subprocess
 import sys
+import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,14 @@ from pruner.rank_agreement import decide_on_rank0, world
 
 CHECKPOINT = "checkpoint.pt"
 REPORT = "report.json"
+DEVICES = ("cpu", "cuda", "mps", "xpu")
+RUN_DEFINING = (
+    "model", "targets", "table", "batch_size", "prune_every", "groups_per_step",
+    "eta", "momentum", "criterion", "alpha", "tau", "cnn_teacher", "amp", "seed", "image_size", "patch_size",
+    "deploy_batch", "deploy_precision", "lr", "weight_decay", "pretrained",
+)  # fmt: skip
+"""Options a resumed run must share with the checkpoint's. Paths (--data, --table-file) may move: the table is
+compared by content hash (`Pruner.load_state_dict`); --epochs may grow, --eval-images and --device change."""
 
 
 @dataclass
@@ -79,7 +90,9 @@ class PruneOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.targets or any(not 0.0 < t <= 1.0 for t in self.targets):
+        if not self.targets:
+            raise ValueError("--targets needs at least one fraction, e.g. 0.7,0.5")
+        if any(not 0.0 < t <= 1.0 for t in self.targets):
             raise ValueError(f"targets must be fractions in (0, 1], got {self.targets}")
         self.targets = sorted(self.targets, reverse=True)
         if (self.table_file is None) == (self.server is None):
@@ -88,6 +101,25 @@ class PruneOptions:
             raise ValueError("--server needs --table")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"--amp must be none, bf16 or fp16, got {self.amp!r}")
+        for name in ("epochs", "batch_size", "prune_every", "groups_per_step", "image_size", "patch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.eval_images < 0:
+            raise ValueError(f"--eval-images must be >= 0, got {self.eval_images}")
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file, not a directory")
+        if self.device is not None:
+            try:
+                kind = torch.device(self.device).type
+            except (RuntimeError, ValueError):
+                kind = None
+            if kind not in DEVICES:
+                raise ValueError(f"--device {self.device!r} cannot train; use one of {', '.join(DEVICES)}")
+
+    def run_defining(self) -> dict[str, Any]:
+        """The options a checkpoint records, JSON-able, so a resume with other ones is refused by name."""
+        values = {name: getattr(self, name) for name in RUN_DEFINING}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
 class SummaryOnlySource:
@@ -166,37 +198,88 @@ def _cnn_teacher(name: str | None, num_classes: int, device: torch.device) -> nn
     return timm.create_model(name, pretrained=True, num_classes=num_classes).to(device).eval()
 
 
+def eval_indices(size: int, count: int) -> list[int]:
+    """`count` indices spread evenly over a split of `size` samples: samples are sorted by class, so the first
+    `count` would score only the first few classes. Fixed, so every step (and a resumed run) scores the same."""
+    count = min(count, size)
+    return [i * size // count for i in range(count)]
+
+
 @torch.no_grad()
-def _accuracy(model: VisionTransformer, split: ImageFolderSplit, count: int, device: torch.device, amp) -> float:
+def _accuracy(model: nn.Module, split: ImageFolderSplit, count: int, device: torch.device, amp) -> float | None:
+    """Top-1 accuracy (%) on a class-spread subset of `count` held-out images; None when `count` is 0."""
+    indices = eval_indices(len(split), count)
+    if not indices:
+        return None
     was_training = model.training
     model.eval()
-    indices = list(range(min(count, len(split))))
     correct = 0
     for start in range(0, len(indices), 64):
         x, y = split.batch(indices[start : start + 64])
         with amp():
             correct += int((model(x.to(device)).argmax(-1).cpu() == y).sum())
     model.train(was_training)
-    return 100.0 * correct / max(len(indices), 1)
+    return 100.0 * correct / len(indices)
 
 
-def _measured_ms(summary: dict[str, Any], small: VisionTransformer) -> float | None:
-    """The snapshot's latency measured here with the table's backend and workload, when this is the table's
-    device (torch-cpu tables only: GPU measurement belongs to `python -m profiler measure`)."""
-    if summary.get("backend") != "torch-cpu":
+def _measured_ms(summary: dict[str, Any], small: VisionTransformer, table: Path | None) -> float | None:
+    """The snapshot's latency measured here with exactly the table's settings, when this is the table's device
+    (torch-cpu tables only: GPU measurement belongs to `python -m profiler measure`). It runs in a child process:
+    the backend sets process-wide state (threads, malloc thresholds, matmul precision) that training must not
+    inherit, and malloc's cannot be undone."""
+    if summary.get("backend") != "torch-cpu" or table is None:
         return None
-    from profiler.backends import create_backend
-    from profiler.fingerprint import summary_mismatches
-    from profiler.timing import Protocol, measure
+    import profiler
 
-    options = summary.get("options") or {}
-    backend = create_backend("torch-cpu", summary.get("precision", "fp32"), summary.get("threads") or 1, **options)
-    if summary_mismatches(summary, backend.environment()):
+    root = str(Path(profiler.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models.json"
+        models.write_text(json.dumps([small.model_dims.as_dict()]))
+        command = [sys.executable, "-m", "profiler", "measure", "--table", str(table), "--models", str(models)]
+        result = subprocess.run([*command, "--no-progress"], env=env, capture_output=True, text=True)
+    if result.returncode == 4:  # another device than the table's: nothing to measure here
         return None
-    cfg = small.config
-    images = torch.randn(int(summary["batch"]), cfg.in_chans, cfg.image_size, cfg.image_size)
-    runner = backend.prepare(copy.deepcopy(small).cpu().float().eval(), (images,))
-    return measure(runner, Protocol()).median_ms
+    try:
+        return float(json.loads(result.stdout.strip().splitlines()[-1])["latency_ms"][0])
+    except (IndexError, KeyError, TypeError, ValueError):
+        problem = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        print(f"warning: the snapshot's latency could not be measured: {problem}", file=sys.stderr)
+        return None
+
+
+def _table_path(opts: PruneOptions, source: Any, directory: Path) -> Path | None:
+    """The table file a measurement child reads: --table-file, or the pinned copy of a served table."""
+    if opts.table_file is not None:
+        return opts.table_file
+    fallback = getattr(source, "fallback", None)
+    if fallback is None:
+        return None
+    path = directory / "table.json"
+    path.write_text(json.dumps(fallback.data))
+    return path
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temp files an atomic write left when the process was killed mid-write (checkpoint-sized)."""
+    for name in (CHECKPOINT, REPORT):
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    for stale in out.glob(".decisions-rank*.json.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _check_resume_options(recorded: dict[str, Any] | None, now: dict[str, Any], out: Path) -> None:
+    """Refuse to resume with run-defining options other than the checkpoint's, naming each."""
+    if recorded is None:  # a checkpoint from before options were recorded
+        return
+    differing = [name for name in now if name in recorded and recorded[name] != now[name]]
+    if differing:
+        detail = "; ".join(f"--{n.replace('_', '-')} {recorded[n]!r} there, {now[n]!r} now" for n in differing)
+        raise ValueError(
+            f"--resume: {out / CHECKPOINT} was started with other options ({detail}); resume with the same ones "
+            "or use another --out"
+        )
 
 
 def run_prune(opts: PruneOptions) -> dict[str, Any]:
@@ -207,7 +290,15 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
     _init_distributed(device)
     rank, size = world()
     out = opts.out
+    checkpoint_state: dict[str, Any] | None = None
+    if (out / CHECKPOINT).is_file():
+        if not opts.resume:
+            raise ValueError(f"{out} already holds a run's checkpoint; use --resume to continue it, or another --out")
+        checkpoint_state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+        _check_resume_options(checkpoint_state.get("options"), opts.run_defining(), out)
     out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        _remove_stale_temporaries(out)
     torch.manual_seed(opts.seed)
     train = ImageFolderSplit(opts.data / "train", opts.image_size)
     val = ImageFolderSplit(opts.data / "val", opts.image_size, classes=train.classes)
@@ -260,9 +351,14 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
     timeline: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
     resumed_at: int | None = None
-    if opts.resume and (out / CHECKPOINT).is_file():
-        state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+    if checkpoint_state is not None:
+        state = checkpoint_state
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # a checkpoint from before options were recorded, of another model
+            reason = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            message = f"--resume: {out / CHECKPOINT} holds another model than --model {opts.model}: {reason}"
+            raise ValueError(message) from None
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         p.load_state_dict(state["pruner"])
@@ -306,6 +402,7 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
                 "snapshots": snapshots,
                 "timeline": timeline,
                 "decisions": decisions,
+                "options": opts.run_defining(),
             },
             buffer,
         )
@@ -320,7 +417,8 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
         path = out / f"snapshot-{target:.3g}"
         if rank == 0:
             save_compact(small, path)
-            measured = _measured_ms(summary, small)
+            with tempfile.TemporaryDirectory() as tmp:
+                measured = _measured_ms(summary, small, _table_path(opts, source, Path(tmp)))
             if measured is not None:
                 entry["measured_ms"] = measured
         entry["path"] = str(path)
@@ -328,6 +426,7 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
 
     total = opts.epochs * per_epoch
     bar = tqdm(total=total, initial=position["global_iteration"], disable=not opts.progress or rank != 0, unit="it")
+    deferred = False  # a pruning step is due but no batch since the last one was folded in (all skipped by fp16)
     while position["epoch"] < opts.epochs and position["target_index"] < len(opts.targets):
         batches = epoch_batches(len(train), opts.batch_size, opts.seed, position["epoch"], rank, size,
                                 start=position["iteration"])  # fmt: skip
@@ -347,8 +446,19 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
             position["iteration"] = it + 1
             position["global_iteration"] += 1
             bar.update(1)
-            if position["global_iteration"] % opts.prune_every:
+            if position["global_iteration"] % opts.prune_every and not deferred:
                 continue
+            if not p.ready:
+                if not deferred and rank == 0:
+                    print(
+                        f"warning: pruning step deferred at iteration {position['global_iteration']}: every batch "
+                        "since the last step was skipped (non-finite fp16 gradients); it runs after the next batch "
+                        "that counts",
+                        file=sys.stderr,
+                    )
+                deferred = True
+                continue
+            deferred = False
             record = p.step()
             removed = [{"group": c.name, "units": c.units} for c in record.removed]
             decisions.append({"index": record.index, "removed": removed, "checksum": record.gates_checksum})
@@ -356,7 +466,7 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
                 acc = _accuracy(model, val, opts.eval_images, device, amp)
                 timeline.append({"step": record.index + 1, "predicted_ms": record.latency_after_ms,
                                  "accuracy": acc, "dims": record.dims.as_dict()})  # fmt: skip
-                bar.set_postfix(ms=f"{p.predicted_ms:.3g}", acc=f"{acc:.1f}")
+                bar.set_postfix(ms=f"{p.predicted_ms:.3g}", acc="-" if acc is None else f"{acc:.1f}")
             while p.done and position["target_index"] < len(opts.targets):
                 target = opts.targets[position["target_index"]]
                 if p.predicted_ms <= target * p.original_ms:
@@ -383,4 +493,6 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
         if timeline:
             plot_prune_run(timeline, [t * p.original_ms for t in opts.targets], out / "latency_accuracy_dims.png")
         plot_dims(original_dims, p.dims, out / "pruned_dims.png")
+    if size > 1:  # no rank exits (and has torchrun stop the others) before rank 0's files are complete
+        dist.barrier()
     return final

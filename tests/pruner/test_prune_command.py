@@ -152,3 +152,26 @@ def test_torchrun_two_ranks_decide_identically_and_match_one_process(workspace):
     report_one = json.loads((single / "report.json").read_text())
     assert report_two["world_size"] == 2
     assert report_two["final_dims"] == report_one["final_dims"]
+
+
+@pytest.mark.slow
+def test_torchrun_with_a_target_not_reached_lets_rank0_finish_its_files(workspace):
+    """Rank 1 must not exit 3 (and have torchrun stop rank 0) before rank 0 has written its report and plots."""
+    data, table, root = workspace
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    out = root / "two-ranks-short"
+    args = prune_args(data, table, out, "--target", "0.05", "--device", "cpu")
+    args[args.index("--epochs") + 1] = "1"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    two = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29519", "--monitor-interval", "0.02",  # notice soon
+         "-m", "pruner", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode != 0 and "exitcode  : 3" in two.stderr, two.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] and report["targets_reached"] == [] and report["world_size"] == 2
+    assert (out / "latency_accuracy_dims.png").stat().st_size > 0
+    assert (out / "pruned_dims.png").stat().st_size > 0

@@ -147,3 +147,30 @@ def test_state_from_another_table_or_other_settings_is_refused():
     Pruner(small_model(), latency=LatencyTable(other, "small"), momentum=0.9).load_state_dict(state, repin=True)
     with pytest.raises(ValueError, match="settings"):
         Pruner(small_model(), latency=small_table(), momentum=0.5).load_state_dict(state)
+
+
+def test_after_the_fallback_queries_answer_at_once_and_the_server_is_tried_again_rarely(capsys):
+    server = FakeServer(small_table_doc())
+    client = server.client(retries=0, retry_horizon_s=0.5, backoff_s=0.05, max_backoff_s=0.05)
+    pinned = PinnedLatency(client, recheck_s=3600.0, probe_every_s=3600.0)
+    dims = small_model().model_dims
+    online = pinned.model_latency(dims)
+    server.down = True
+    started = time.monotonic()
+    assert pinned.model_latency(dims) == pytest.approx(online)
+    assert time.monotonic() - started >= 0.45  # the first failure waits the client's retry horizon
+    requests = server.requests
+    started = time.monotonic()
+    assert pinned.deltas(dims).total_ms == pytest.approx(online)
+    assert pinned.model_latency(dims) == pytest.approx(online)
+    assert time.monotonic() - started < 0.1 and server.requests == requests  # no wait, no request
+    pinned.probe_every_s = 0.0  # a probe is due: one short attempt, then the local copy again
+    started = time.monotonic()
+    assert pinned.model_latency(dims) == pytest.approx(online)
+    assert time.monotonic() - started < 0.3 and server.requests == requests + 1
+    server.down = False
+    assert pinned.model_latency(dims) == pytest.approx(online)
+    assert pinned.offline_since is None and client.retry_horizon_s == 0.5 and client.retries == 0
+    assert pinned.fallback_queries == 4
+    err = capsys.readouterr().err
+    assert err.count("unreachable") == 1 and err.count("answers again") == 1
