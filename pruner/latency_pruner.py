@@ -315,6 +315,10 @@ class Pruner:
                 used.add(cand.name)
                 estimate -= cand.latency_saved_ms
             exhausted = not removed
+            if removed and estimate <= target:
+                # Each delta is one group's removal alone; EMB and a block's units removed together save less than
+                # both apart. A target is declared reached on the model's own latency: one more query, once a target.
+                estimate = float(self.latency.model_latency(self._dims_without(removed)))
         return {
             "original_ms": original,
             "current_ms": current,
@@ -325,8 +329,17 @@ class Pruner:
             "acted": acted,
         }
 
+    def _dims_without(self, removed: list[Candidate]) -> ModelDims:
+        """The dims once `removed` are gone, the gates left as they are."""
+        gates = Gates.from_dict(self.gates.as_dict())
+        for cand in removed:
+            gate = gates.emb if cand.block is None else gates.blocks[cand.block].get(cand.axis)
+            gate[cand.units] = 0.0
+        return gates.model_dims()
+
     def step(self) -> PruneStep:
-        """Remove the lowest-scoring group(s) with one latency query; stops removing at the target latency."""
+        """Remove the lowest-scoring group(s) with one latency query (two on the step that reaches the target);
+        stops removing at the target latency."""
         decision = decide_on_rank0(self._decide)
         self.original_ms = decision["original_ms"]
         current = decision["current_ms"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lut_server.dims import AXES
-from lut_server.latency_table import LatencyTable
+from lut_server.latency_table import GroupDeltas, LatencyTable
 from pruner import Pruner
 from tests.pruner.small_models import GRID, CountingLatency, batch, small_model, small_table
 from tests.table_factory import make_table
@@ -33,6 +33,29 @@ def test_gated_model_equals_original_before_pruning():
         torch.testing.assert_close(model(x), before, rtol=0, atol=0)
 
 
+class OverstatedDeltas(CountingLatency):
+    """Every group's delta twice what removing it saves: their sum says a target is reached before it is."""
+
+    def deltas(self, model, group_size=None):
+        exact = super().deltas(model, group_size)
+        double = [{a: None if d is None else 2 * d for a, d in b.items()} for b in exact.blocks]
+        return GroupDeltas(exact.total_ms, None if exact.emb is None else 2 * exact.emb, double)
+
+
+def test_a_target_is_reached_only_when_the_models_own_latency_says_so():
+    model = small_model()
+    latency = OverstatedDeltas(small_table())
+    p = Pruner(model, latency=latency, target_ratio=0.6, groups_per_step=3)
+    steps = 0
+    while not p.done:
+        train_and_accumulate(model, p, range(steps * 2, steps * 2 + 2))
+        p.step()
+        steps += 1
+        assert steps < 200
+    assert latency.inner.model_latency(p.dims) <= 0.6 * p.original_ms * (1 + 1e-9)
+    assert latency.calls["model_latency"] >= 1
+
+
 def test_prunes_to_target_with_one_query_per_step_and_compacts_exactly():
     model = small_model()
     latency = CountingLatency(small_table())
@@ -48,8 +71,9 @@ def test_prunes_to_target_with_one_query_per_step_and_compacts_exactly():
             assert 1 <= len(record.removed) <= 2
         assert record.latency_after_ms < record.latency_before_ms or not record.removed
     assert latency.calls["deltas"] == steps
-    assert latency.calls["model_latency"] == 0
+    assert 1 <= latency.calls["model_latency"] <= 3  # only on a step whose deltas say the target is reached
     final = latency.inner.model_latency(p.dims)
+    assert p.predicted_ms == pytest.approx(final)  # the target is judged on the model's own latency
     assert final <= 0.55 * p.original_ms * 1.0001
     assert p.original_ms == pytest.approx(latency.inner.model_latency(small_model().model_dims))
     # the last removal did not overshoot by more than one step's worth of groups
