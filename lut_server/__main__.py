@@ -63,10 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.port <= 65535:
         print(f"error: --port must be 0 to 65535, got {args.port}", file=sys.stderr)
         return 2
-    if args.tables.exists() and not args.tables.is_dir():
+    if not args.tables.exists():
+        print(
+            f"error: --tables {args.tables} does not exist; to serve an empty store on purpose, create it first "
+            f"(mkdir -p {args.tables})",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.tables.is_dir():
         print(f"error: --tables {args.tables} is a file; it takes the directory of ID.json tables", file=sys.stderr)
         return 2
-    existed = args.tables.is_dir()
     # Worker processes rebuild the app from the environment, so the flags travel there.
     os.environ["LUT_SERVER_TABLES"] = str(args.tables.resolve())
     os.environ["LUT_SERVER_MAX_BODY_BYTES"] = str(args.max_body_bytes)
@@ -78,10 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     logging_config = log_config(args.log_level, access_log=not args.no_access_log)
     logging.config.dictConfig(logging_config)
     log = logging.getLogger("lut_server.main")
-    if not existed:
-        log.warning("%s did not exist: serving it empty; uploads (PUT /v1/tables/ID) add tables", config.tables_dir)
-    elif not any(config.tables_dir.glob("*.json")):
-        log.warning("no tables in %s: uploads (PUT /v1/tables/ID) add them", config.tables_dir)
+    directory = config.tables_dir
+    if not any(directory.glob("*.json")):
+        if config.write_token is None:
+            log.warning(
+                "no tables in %s: copy ID.json files in (uploads are refused: LUT_SERVER_TOKEN is not set)", directory
+            )
+        else:
+            log.warning("no tables in %s: uploads (PUT /v1/tables/ID) or ID.json files copied in add them", directory)
     if config.write_token is None:
         log.warning("LUT_SERVER_TOKEN is not set: uploads and deletions are refused")
     if args.host not in LOOPBACK and config.read_token is None:

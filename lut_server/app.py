@@ -134,10 +134,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         "/v1/tables/{table_id}",
         status_code=204,
         dependencies=write,
-        responses=_errors(401, 403, 404, 422),
+        responses=_errors(401, 403, 404, 409, 422),
         tags=["tables"],
     )
     def delete_table(table_id: str = TableId) -> Response:
+        """Remove a table (204); an incomplete one is refused (409): a sweep may still be writing it."""
         store.delete(table_id)
         return Response(status_code=204)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 from lut_server import __version__
 from lut_server.config import MAX_BLOCKS_PER_QUERY
 from lut_server.dims import AXES, BlockDims, ModelDims
-from lut_server.group_size import group_size_argument
+from lut_server.group_size import check_group_size, group_size_argument
 from lut_server.latency_table import GroupDeltas, QueryError
 from lut_server.table_format import check_table_id, read_table
 
@@ -97,6 +98,17 @@ class LatencyClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def single_attempt(self, timeout_s: float) -> Iterator[LatencyClient]:
+        """This client with one attempt per request of at most `timeout_s` (no retries, no horizon), for asking
+        whether a server that went away is back without waiting out the retries; restored afterwards."""
+        saved = self.retries, self.retry_horizon_s, self._http.timeout
+        self.retries, self.retry_horizon_s, self._http.timeout = 0, None, httpx.Timeout(timeout_s)
+        try:
+            yield self
+        finally:
+            self.retries, self.retry_horizon_s, self._http.timeout = saved
+
     def _table_path(self, suffix: str = "") -> str:
         return f"/v1/tables/{self.table_id}{suffix}"
 
@@ -156,13 +168,13 @@ class LatencyClient:
 
     # ---- queries (same signatures as LatencyTable) ----------------------------------------------------------
     def block_latency(self, blocks: Sequence[BlockDims] | np.ndarray) -> np.ndarray:
-        """Predicted latency in ms of each block, in order (split into requests of at most 100,000 blocks)."""
-        if isinstance(blocks, np.ndarray):
-            if blocks.ndim != 2 or blocks.shape[1] != len(AXES):
-                raise QueryError(f"a block array must have shape (N, {len(AXES)}) in axis order {AXES}", "blocks")
-            rows = [dict(zip(AXES, (int(v) for v in row), strict=True)) for row in blocks]
-        else:
-            rows = [b.as_dict() for b in blocks]
+        """Predicted latency in ms of each block, in order (split into requests of at most 100,000 blocks).
+
+        The service takes whole widths, so an array must hold integers: 768.0 (an integer array cast to float) is
+        sent as 768, while 64.7, NaN or inf raise QueryError naming the entry, never truncated. The local
+        `LatencyTable` would interpolate a fractional width; the service cannot, so the client refuses it.
+        """
+        rows = _integer_rows(blocks) if isinstance(blocks, np.ndarray) else [b.as_dict() for b in blocks]
         out: list[float] = []
         for start in range(0, len(rows), MAX_BLOCKS_PER_QUERY):
             chunk = rows[start : start + MAX_BLOCKS_PER_QUERY]
@@ -182,12 +194,14 @@ class LatencyClient:
     ) -> GroupDeltas:
         """Exact group deltas for one pruning step, in one round trip (`step` is `group_size`'s deprecated name).
 
-        The group sizes travel under the request's older key `step`, which every server version accepts.
+        The group sizes travel under the request's older key `step`, which every server version accepts; they are
+        checked here first, so a bad one is refused as `group_size.AXIS`, as the local table does, not as the
+        `step.AXIS` the server would name.
         """
-        group_size = group_size_argument(group_size, step, "deltas")
+        group_size = check_group_size(group_size_argument(group_size, step, "deltas"))
         payload: dict[str, Any] = model.as_dict()
         if group_size:
-            payload["step"] = dict(group_size)
+            payload["step"] = group_size
         answer = self._request("POST", self._table_path("/deltas"), payload).json()
         return GroupDeltas(total_ms=float(answer["total_ms"]), emb=answer["emb"], blocks=list(answer["blocks"]))
 
@@ -201,6 +215,23 @@ class LatencyClient:
     def delete(self) -> None:
         self._summary = None
         self._request("DELETE", self._table_path())
+
+
+def _integer_rows(blocks: np.ndarray) -> list[dict[str, int]]:
+    """An (N, 5) array as the request's blocks of integer widths; a width that is not a whole finite number is a
+    QueryError naming it (`blocks[i].axis`), as the server names one it refuses."""
+    if blocks.ndim != 2 or blocks.shape[1] != len(AXES):
+        raise QueryError(f"a block array must have shape (N, {len(AXES)}) in axis order {AXES}", "blocks")
+    try:
+        values = np.asarray(blocks, dtype=float)
+    except (TypeError, ValueError):
+        raise QueryError(f"a block array must hold numbers, got dtype {blocks.dtype}", "blocks") from None
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        i, k = (int(x) for x in np.argwhere(bad)[0])
+        field = f"blocks[{i}].{AXES[k]}"
+        raise QueryError(f"{field} = {values[i, k]:g} is not a whole width; the service takes integers", field)
+    return [dict(zip(AXES, (int(v) for v in row), strict=True)) for row in values.tolist()]
 
 
 def _detail(response: httpx.Response) -> str:

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from lut_server.latency_table import QueryError
 from lut_server.table_format import TableFormatError
-from lut_server.table_store import TableNotFound
+from lut_server.table_store import TableIncomplete, TableNotFound
 
 log = logging.getLogger("lut_server.errors")
 
@@ -86,6 +86,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TableNotFound)
     async def _not_found(_: Request, exc: TableNotFound) -> JSONResponse:
         return error_response(404, str(exc), "table_id")
+
+    @app.exception_handler(TableIncomplete)
+    async def _incomplete(_: Request, exc: TableIncomplete) -> JSONResponse:
+        return error_response(409, str(exc), "table_id")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: log it, answer cleanly

@@ -10,6 +10,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
+from lut_server.dims import AXES
+from lut_server.query_error import QueryError
+
 DEFAULT_GROUP_SIZE: dict[str, int] = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
 """Default group sizes: they keep the remaining widths multiples of 8/16."""
 
@@ -24,3 +27,15 @@ def group_size_argument(
         raise TypeError(f"{method}() got both group_size and step (its deprecated name); give group_size only")
     warnings.warn(f"{method}(step=...) is deprecated; use group_size=...", DeprecationWarning, stacklevel=3)
     return step
+
+
+def check_group_size(given: Mapping[str, int] | None) -> dict[str, int]:
+    """The given group sizes, each an axis and an integer >= 1; named `group_size.AXIS` whichever keyword carried
+    them, so the local table and the client refuse the same input with the same field."""
+    sizes = dict(given or {})
+    for axis, value in sizes.items():
+        if axis not in AXES:
+            raise QueryError(f"group_size.{axis} is not an axis; axes are {list(AXES)}", f"group_size.{axis}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise QueryError(f"group_size.{axis} must be an integer >= 1, got {value!r}", f"group_size.{axis}")
+    return sizes

@@ -15,11 +15,13 @@ from scipy.optimize import isotonic_regression
 
 from lut_server.calibration import IDENTITY, correction_of
 from lut_server.dims import AXES, WIDTH_AXES, BlockDims, ModelDims
-from lut_server.group_size import DEFAULT_GROUP_SIZE, group_size_argument
+from lut_server.group_size import DEFAULT_GROUP_SIZE, check_group_size, group_size_argument
+from lut_server.query_error import QueryError
 from lut_server.table_format import (
     BLOCK_PARTS,
     MODEL_PARTS,
     PART_AXES,
+    TableFormatError,
     incomplete_reason,
     part_median,
     read_table,
@@ -27,13 +29,12 @@ from lut_server.table_format import (
 )
 from lut_server.table_identity import cached_content_hash
 
+__all__ = ["GroupDeltas", "LatencyTable", "QueryError", "monotone_fit"]
 
-class QueryError(ValueError):
-    """A query the table cannot answer; `field` names the offending input, the message gives the allowed range."""
-
-    def __init__(self, message: str, field: str = ""):
-        super().__init__(message)
-        self.field = field
+OVERFLOW = (
+    "overflows the float range: the table's calibration (factors, level, constants) scales latencies beyond "
+    "what a number can hold; refit or remove the calibration"
+)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,19 @@ class LatencyTable:
         self.correction = correction_of(self.calibration) if calibrated else IDENTITY
         self.block_parts = [p for p in self._parts if p in BLOCK_PARTS]
         self.model_parts = [p for p in self._parts if p in MODEL_PARTS]
+        self._check_largest_answer()
+
+    def _check_largest_answer(self) -> None:
+        """Served latencies are monotone in every width, so the narrowest and the widest block bound every answer
+        in range: if either overflows, the table answers nothing (cells are bounded; only a calibration gets there)."""
+        corners = {axis: np.array([float(lo), float(hi)]) for axis, (lo, hi) in self.ranges.items()}
+        with np.errstate(over="ignore", invalid="ignore"):
+            bounds = self._block_sum(corners) + self._model_extra(corners["emb"])
+        if not np.isfinite(bounds).all():
+            raise TableFormatError(
+                "calibration scales latencies beyond what a number can hold (factors, level or constants too large); "
+                "refit or remove it"
+            )
 
     @classmethod
     def load(cls, path: str | Path, calibrated: bool = True) -> LatencyTable:
@@ -210,18 +224,41 @@ class LatencyTable:
             array = np.array([[getattr(b, a) for a in AXES] for b in blocks], dtype=float).reshape(-1, len(AXES))
         return {axis: array[:, i].astype(float) for i, axis in enumerate(AXES)}
 
-    def check_in_range(self, columns: Mapping[str, np.ndarray], field_prefix: str = "blocks") -> None:
+    def check_in_range(
+        self, columns: Mapping[str, np.ndarray], field_prefix: str = "blocks", model_emb: bool = False
+    ) -> None:
+        """Raise QueryError naming the first value outside the table's range. With `model_emb` the emb column is
+        the model's one `emb`, and the error names it so rather than as the first block's."""
         for axis, (lo, hi) in self.ranges.items():
             values = columns[axis]
             bad = np.flatnonzero(~np.isfinite(values) | (values < lo) | (values > hi))
             if bad.size:
                 i = int(bad[0])
-                name = f"{field_prefix}[{i}].{axis}" if field_prefix == "blocks" else f"{field_prefix}.{axis}"
+                shared = model_emb and axis == "emb"
+                if shared:
+                    name = "emb"
+                elif field_prefix == "blocks":
+                    name = f"{field_prefix}[{i}].{axis}"
+                else:
+                    name = f"{field_prefix}.{axis}"
                 raise QueryError(
                     f"{name} = {values[i]:g} is outside the table's range for {axis}: [{lo}, {hi}]"
-                    + (f" ({bad.size} blocks out of range)" if bad.size > 1 else ""),
+                    + (f" ({bad.size} blocks out of range)" if bad.size > 1 and not shared else ""),
                     name,
                 )
+
+    def _model_columns(self, model: ModelDims) -> dict[str, np.ndarray]:
+        columns = self._columns(model.block_dims())
+        self.check_in_range(columns, model_emb=True)
+        return columns
+
+    @staticmethod
+    def _finite(values: np.ndarray, what: str) -> np.ndarray:
+        """JSON has no number for inf or nan: an answer must be finite or refused (cells are bounded, so only a
+        calibration can push a sum past the float range)."""
+        if not np.isfinite(values).all():
+            raise QueryError(f"{what} {OVERFLOW}", "calibration")
+        return values
 
     def _block_sum(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         factors = self.correction.factors
@@ -239,8 +276,7 @@ class LatencyTable:
 
     def raw_part_sums(self, model: ModelDims) -> dict[str, float]:
         """Each part's uncorrected contribution to a model's latency: the features a calibration is fitted on."""
-        columns = self._columns(model.block_dims())
-        self.check_in_range(columns)
+        columns = self._model_columns(model)
         sums = {name: float(self._parts[name](columns).sum()) for name in self.block_parts}
         emb = {"emb": np.array([float(model.emb)])}
         return sums | {name: float(self._parts[name](emb)[0]) for name in self.model_parts}
@@ -260,12 +296,16 @@ class LatencyTable:
         if len(columns["emb"]) == 0:
             return np.zeros(0)
         self.check_in_range(columns)
-        return self._block_sum(columns)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, not warned about
+            latency = self._block_sum(columns)
+        return self._finite(latency, "a block's latency")
 
     def model_latency(self, model: ModelDims) -> float:
         """Blocks plus patch embedding and head (where the table has them)."""
-        blocks = self.block_latency(model.block_dims())
-        return float(blocks.sum() + self._model_extra(np.array([float(model.emb)]))[0])
+        columns = self._model_columns(model)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, not warned about
+            total = np.array([self._block_sum(columns).sum() + self._model_extra(np.array([float(model.emb)]))[0]])
+        return float(self._finite(total, "the model's latency")[0])
 
     def deltas(
         self,
@@ -279,14 +319,8 @@ class LatencyTable:
         `group_size` overrides the default group size of any axis (`step` is its deprecated name). A reduced width
         below the table's lower bound (but >= 1) is extrapolated linearly from the first grid cell.
         """
-        sizes = {**DEFAULT_GROUP_SIZE, **(group_size_argument(group_size, step, "deltas") or {})}
-        for axis, value in sizes.items():
-            if axis not in AXES:
-                raise QueryError(f"group_size.{axis} is not an axis; axes are {list(AXES)}", f"group_size.{axis}")
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise QueryError(f"group_size.{axis} must be an integer >= 1, got {value!r}", f"group_size.{axis}")
-        base = self._columns(model.block_dims())
-        self.check_in_range(base)
+        sizes = {**DEFAULT_GROUP_SIZE, **check_group_size(group_size_argument(group_size, step, "deltas"))}
+        base = self._model_columns(model)
         n = len(base["emb"])
         variants = [base]
         for axis in WIDTH_AXES:
@@ -297,16 +331,20 @@ class LatencyTable:
         emb_reduced["emb"] = np.maximum(base["emb"] - sizes["emb"], 1.0)
         variants.append(emb_reduced)
         stacked = {axis: np.concatenate([v[axis] for v in variants]) for axis in AXES}
-        latency = self._block_sum(stacked).reshape(len(variants), n)
-        extra_base, extra_emb = self._model_extra(np.array([float(model.emb), max(model.emb - sizes["emb"], 1.0)]))
-        block_total = latency[0]
-        total = float(block_total.sum() + extra_base)
-        blocks: list[dict[str, float | None]] = []
-        for i in range(n):
-            entry: dict[str, float | None] = {}
-            for k, axis in enumerate(WIDTH_AXES, start=1):
-                removable = base[axis][i] - sizes[axis] >= 1
-                entry[axis] = float(block_total[i] - latency[k, i]) if removable else None
-            blocks.append(entry)
-        emb_delta = float(total - (latency[-1].sum() + extra_emb)) if model.emb - sizes["emb"] >= 1 else None
-        return GroupDeltas(total_ms=total, emb=emb_delta, blocks=blocks)
+        embs = np.array([float(model.emb), max(model.emb - sizes["emb"], 1.0)])
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, not warned about
+            latency = self._block_sum(stacked).reshape(len(variants), n)
+            extra_base, extra_emb = self._model_extra(embs)
+            block_total = latency[0]
+            saved = block_total - latency[1 : 1 + len(WIDTH_AXES)]  # (axes, blocks): what one group's removal saves
+            total = block_total.sum() + extra_base
+            emb_delta = total - (latency[-1].sum() + extra_emb) if model.emb - sizes["emb"] >= 1 else None
+        self._finite(latency, "a block's latency")
+        self._finite(saved, "a group delta")
+        self._finite(np.array([total, 0.0 if emb_delta is None else emb_delta]), "the model's latency")
+        removable = [base[axis] - sizes[axis] >= 1 for axis in WIDTH_AXES]
+        blocks: list[dict[str, float | None]] = [
+            {axis: float(saved[k, i]) if removable[k][i] else None for k, axis in enumerate(WIDTH_AXES)}
+            for i in range(n)
+        ]
+        return GroupDeltas(total_ms=float(total), emb=None if emb_delta is None else float(emb_delta), blocks=blocks)

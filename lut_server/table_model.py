@@ -59,6 +59,12 @@ PART_AXES: dict[str, tuple[str, ...]] = {**BLOCK_PARTS, **MODEL_PARTS}
 
 MAX_AXIS_POINTS = 256
 MAX_TABLE_CELLS = 2_000_000
+MAX_AXIS_VALUE = 1 << 20
+"""The widest a grid axis may reach (1,048,576 units): far beyond any ViT, and it bounds how far a group delta
+extrapolates below the grid, so an accepted table cannot answer numbers beyond the float range."""
+MAX_LATENCY_MS = 1e7
+"""The largest latency a cell may hold (1e7 ms, nearly three hours): far above any part of a ViT on any device, and
+low enough that a query's sums (100,000 blocks of a few parts) stay finite numbers that JSON can carry."""
 
 
 class TableFormatError(ValueError):
@@ -75,9 +81,15 @@ NestedLatencies = Annotated[
     WithJsonSchema(
         {
             "type": "array",
-            "items": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}, {"type": "array"}]},
-            "description": "nested lists, one level per axis of the part (shape = grid lengths along `axes`); "
-            "null marks a cell not measured yet",
+            "items": {
+                "anyOf": [
+                    {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_LATENCY_MS},
+                    {"type": "null"},
+                    {"type": "array"},
+                ]
+            },
+            "description": "nested lists, one level per axis of the part (shape = grid lengths along `axes`) of "
+            f"latencies in ms, each above 0 and at most {MAX_LATENCY_MS:g}; null marks a cell not measured yet",
         }
     ),
 ]
@@ -289,7 +301,8 @@ class LevelSession(_Sparse):
 
 # ---- grid and part values ---------------------------------------------------------------------------------------
 def validate_grid(grid: Any) -> dict[str, list[int]]:
-    """Axis values: known axes, non-empty strictly increasing lists of integers >= 1, at most MAX_AXIS_POINTS."""
+    """Axis values: known axes, non-empty strictly increasing lists of integers from 1 to MAX_AXIS_VALUE, at most
+    MAX_AXIS_POINTS of them."""
     if not isinstance(grid, Mapping):
         raise TableFormatError("grid must be an object mapping axis names to lists of integers")
     unknown = sorted(set(grid) - set(AXES))
@@ -303,30 +316,57 @@ def validate_grid(grid: Any) -> dict[str, list[int]]:
         if len(values) > MAX_AXIS_POINTS:
             raise TableFormatError(f"{where} has {len(values)} points; at most {MAX_AXIS_POINTS}")
         for v in values:
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise TableFormatError(f"{where} must hold integers >= 1, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_AXIS_VALUE:
+                raise TableFormatError(f"{where} must hold integers from 1 to {MAX_AXIS_VALUE}, got {repr(v)[:32]}")
         if any(b <= a for a, b in itertools.pairwise(values)):
             raise TableFormatError(f"{where} must be strictly increasing, got {values}")
         out[axis] = list(values)
     return out
 
 
+_CELL_TYPES = (int, float, np.integer, np.floating, type(None))
+
+
 def check_part_values(values: Any, shape: tuple[int, ...], where: str, allow_missing: bool) -> np.ndarray:
-    """A part's statistic as a float array of the grid's shape, finite and positive (NaN where not measured)."""
+    """A part's statistic as a float array of the grid's shape: positive finite latencies of at most MAX_LATENCY_MS
+    (NaN where not measured). Numbers only: numpy would read "1.0" or true as a latency."""
     try:
         array = np.array(values, dtype=float)  # JSON null becomes nan
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise TableFormatError(f"{where} must be a nested list of numbers: {exc}") from None
     if array.shape != shape:
         raise TableFormatError(f"{where} has shape {list(array.shape)}, the grid needs {list(shape)}")
+    _check_cell_types(values, shape, where)
     bad_values = np.isinf(array) | (~np.isnan(array) & (array <= 0))
     if bad_values.any():
         index = tuple(int(i) for i in np.argwhere(bad_values)[0])
         raise TableFormatError(f"{where} must hold finite positive latencies; entry {list(index)} is {array[index]}")
+    too_large = ~np.isnan(array) & (array > MAX_LATENCY_MS)
+    if too_large.any():
+        index = tuple(int(i) for i in np.argwhere(too_large)[0])
+        raise TableFormatError(
+            f"{where} must hold latencies of at most {MAX_LATENCY_MS:g} ms; entry {list(index)} is {array[index]:g}"
+        )
     if not allow_missing and np.isnan(array).any():
         index = tuple(int(i) for i in np.argwhere(np.isnan(array))[0])
         raise TableFormatError(f"{where} entry {list(index)} is missing (null or NaN) in a complete table")
     return array
+
+
+def _check_cell_types(values: Any, shape: tuple[int, ...], where: str) -> None:
+    """Every cell a number or null; bool is an int to Python but not a latency."""
+    cells = np.array(values, dtype=object).reshape(-1)
+    kinds = set(map(type, cells))
+    bad_kinds = {k for k in kinds if issubclass(k, bool) or not issubclass(k, _CELL_TYPES)}
+    if not bad_kinds:
+        return
+    first = next(i for i, cell in enumerate(cells) if type(cell) in bad_kinds)
+    index = [int(i) for i in np.unravel_index(first, shape)]
+    cell = cells[first]
+    raise TableFormatError(
+        f"{where} must hold numbers (null where not measured yet); entry {index} is {repr(cell)[:40]}, a "
+        f"{type(cell).__name__}"
+    )
 
 
 # ---- version 1 --------------------------------------------------------------------------------------------------

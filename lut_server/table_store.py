@@ -7,6 +7,7 @@ reader holds either the old object or the new one, never a mix.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -26,6 +27,17 @@ _Signature = tuple[int, int, int]  # inode, size, mtime_ns
 
 class TableNotFound(LookupError):
     """No servable table under that id; the message says whether it is missing, incomplete or invalid."""
+
+
+class TableIncomplete(RuntimeError):
+    """A delete refused: the table says it is incomplete, so a sweep may still be writing it."""
+
+
+MISNAMED = (
+    "its name is not a valid table id (lower-case letters, digits, '.', '_', '-'; starting with a letter or digit, "
+    "at most 64 characters): rename it to serve it"
+)
+"""Why a `*.json` file whose name is no table id is not served."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +60,13 @@ class TableStore:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.directory.is_dir():  # never created here: a mistyped path would serve an empty store
+            raise FileNotFoundError(f"tables directory {self.directory} does not exist or is not a directory")
         self._entries: dict[str, _Entry] = {}
         self._paths: dict[str, str] = {}  # id -> file path, for ids already validated
+        self._misnamed: frozenset[str] = frozenset()  # *.json files whose name is no table id, at the last scan
         self._lock = threading.Lock()
+        self.ids()  # logs the misnamed files at startup
 
     def path_for(self, table_id: str) -> Path:
         return self.directory / f"{check_table_id(table_id)}.json"
@@ -82,16 +97,22 @@ class TableStore:
         return entry.table
 
     def ids(self) -> list[str]:
-        """Ids of all `*.json` files with a valid id in the directory (servable or not), sorted."""
-        found = []
+        """Ids of all `*.json` files with a valid id in the directory (servable or not), sorted. The other `*.json`
+        files are remembered for `problems()` and logged once each when first seen."""
+        found, misnamed = [], set()
         with os.scandir(self.directory) as it:
             for item in it:
                 name = item.name
-                if name.endswith(".json") and not name.startswith("."):
+                if name.endswith(".json") and not name.startswith("."):  # dot files: temp files of atomic writes
                     try:
                         found.append(check_table_id(name[: -len(".json")]))
                     except TableFormatError:
-                        continue
+                        misnamed.add(name)
+        if misnamed != self._misnamed:
+            with self._lock:
+                new, self._misnamed = misnamed - self._misnamed, frozenset(misnamed)
+            for name in sorted(new):
+                log.warning("table not served", extra={"file": name, "reason": MISNAMED})
         return sorted(found)
 
     def tables(self) -> list[LatencyTable]:
@@ -105,8 +126,9 @@ class TableStore:
         return out
 
     def problems(self) -> dict[str, str]:
-        """Files in the directory that are not served, with the reason (after the last scan)."""
-        return {k: e.problem for k, e in self._entries.items() if e.problem is not None}
+        """Files in the directory that are not served, by file name, with the reason (after the last scan)."""
+        loaded = {f"{k}.json": e.problem for k, e in self._entries.items() if e.problem is not None}
+        return loaded | dict.fromkeys(self._misnamed, MISNAMED)
 
     def _load(self, table_id: str, path: str, signature: _Signature) -> _Entry:
         with self._lock:
@@ -154,7 +176,13 @@ class TableStore:
         return table, created
 
     def delete(self, table_id: str) -> None:
+        """Remove a table's file; raises TableNotFound, or TableIncomplete for a table a sweep may be writing."""
         path = self.path_for(table_id)
+        if _says_incomplete(path):
+            raise TableIncomplete(
+                f"table {table_id!r} is incomplete: a sweep may still be writing it, so it is not deleted; if the "
+                f"sweep is dead, delete {path.name} from the tables directory by hand"
+            )
         with self._lock:
             try:
                 path.unlink()
@@ -162,3 +190,13 @@ class TableStore:
                 raise TableNotFound(f"table {table_id!r} does not exist") from None
             self._entries.pop(table_id, None)
         log.info("table deleted", extra={"table": table_id})
+
+
+def _says_incomplete(path: Path) -> bool:
+    """Whether the file is a table document with `complete: false`, however else it may fail to validate (a sweep
+    writes its partial table whole, by rename, so an unreadable file is no sweep's)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("complete") is False

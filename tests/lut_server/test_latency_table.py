@@ -69,6 +69,15 @@ def test_out_of_range_queries_name_the_axis_and_range(axis, value):
     assert err.value.field == f"blocks[1].{axis}"
 
 
+def test_a_model_emb_out_of_range_is_named_emb():
+    table = LatencyTable(make_table())
+    model = ModelDims(4096, (BlockWidths(2, 16, 16, 256),) * 3)
+    for query in (table.model_latency, table.deltas, table.raw_part_sums):
+        with pytest.raises(QueryError, match=r"^emb = 4096 is outside the table's range for emb: \[64, 256\]$") as err:
+            query(model)
+        assert err.value.field == "emb"
+
+
 def test_group_deltas_are_exact_differences_of_model_latency():
     table = LatencyTable(make_table())
     model = ModelDims(128, (BlockWidths(4, 32, 16, 512), BlockWidths(2, 24, 32, 300), BlockWidths(1, 16, 8, 64)))

@@ -140,6 +140,15 @@ def test_deltas_take_group_size_under_either_name_but_not_both(client: TestClien
     assert "group_size" in properties and "step" not in properties
 
 
+def test_a_model_emb_outside_the_range_is_named_emb_not_as_a_blocks(client: TestClient) -> None:
+    widths = {"heads": 2, "qk": 16, "v": 16, "mlp": 256}
+    answer = client.post("/v1/tables/small/deltas", json={"emb": 4096, "blocks": [widths] * 3})
+    assert (answer.status_code, answer.json()["field"]) == (422, "emb")
+    assert answer.json()["detail"] == "emb = 4096 is outside the table's range for emb: [64, 256]"
+    block = client.post("/v1/tables/small/deltas", json={"emb": 128, "blocks": [widths, widths | {"mlp": 4096}]})
+    assert (block.status_code, block.json()["field"]) == (422, "blocks[1].mlp")
+
+
 def test_more_than_the_block_limit_gets_413(tables_dir: Path) -> None:
     app = create_app(ServerConfig(tables_dir, max_blocks=100_000, max_body_bytes=64 * 1024 * 1024))
     client = TestClient(app)

@@ -1,10 +1,20 @@
-"""`python -m lut_server` refuses settings it cannot serve with one `error:` line and exit 2, before binding."""
+"""`python -m lut_server` refuses settings it cannot serve with one `error:` line and exit 2, before binding, and
+says truthfully how tables can arrive in an empty directory."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import uvicorn
 
 from lut_server.__main__ import main
+from lut_server.app import create_app
+from lut_server.config import ServerConfig
 
 
 def test_a_table_file_instead_of_a_directory_is_refused(tmp_path, capsys):
@@ -33,3 +43,42 @@ def test_a_flag_wins_over_a_malformed_variable(tmp_path, capsys, monkeypatch):
     assert main(["--tables", str(tmp_path), "--port", "70000"]) == 2  # refused for the flag's value: abc never read
     err = capsys.readouterr().err
     assert "--port must be 0 to 65535, got 70000" in err and "LUT_SERVER_PORT" not in err
+
+
+def test_a_missing_directory_is_refused_not_created(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("started serving a directory that is missing"))
+    missing = tmp_path / "tabels"
+    assert main(["--tables", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--tables {missing} does not exist" in err and f"mkdir -p {missing}" in err
+    assert not missing.exists()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_app(ServerConfig(missing))  # the app factory, as uvicorn workers call it, creates nothing either
+    assert not missing.exists()
+
+
+def _start_without_serving(tables: Path, token: str | None) -> subprocess.CompletedProcess:
+    """`python -m lut_server` up to the point it would bind, in its own process (it configures logging)."""
+    code = (
+        "import sys, uvicorn; uvicorn.run = lambda *a, **k: None; from lut_server.__main__ import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUT_SERVER_")}
+    env |= {"LUT_SERVER_TOKEN": token} if token else {}
+    command = [sys.executable, "-c", code, "--tables", str(tables)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("token", "says", "never"),
+    [
+        (None, "copy ID.json files in (uploads are refused: LUT_SERVER_TOKEN is not set)", "PUT"),
+        ("write-token-123", "uploads (PUT /v1/tables/ID) or ID.json files copied in add them", "refused"),
+    ],
+)
+def test_an_empty_directory_starts_and_the_warning_says_how_tables_can_arrive(tmp_path, token, says, never):
+    started = _start_without_serving(tmp_path, token)
+    assert started.returncode == 0, started.stderr
+    (empty,) = [json.loads(line) for line in started.stderr.splitlines() if "no tables in" in line]
+    assert empty["level"] == "warning" and empty["msg"] == f"no tables in {tmp_path}: {says}"
+    assert never not in empty["msg"]

@@ -19,6 +19,7 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
+    (tmp_path / "tables").mkdir()
     return TestClient(create_app(ServerConfig(tmp_path / "tables", write_token=TOKEN)))
 
 

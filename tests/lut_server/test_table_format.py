@@ -5,6 +5,8 @@ import pytest
 
 from lut_server.table_format import (
     FORMAT_VERSION,
+    MAX_AXIS_VALUE,
+    MAX_LATENCY_MS,
     TableFormatError,
     check_table_id,
     has_fingerprint,
@@ -117,6 +119,70 @@ def test_invalid_tables_are_refused_naming_the_field(mutate, message):
     doc = make_table()
     mutate(doc)
     with pytest.raises(TableFormatError, match=message):
+        validate_table(doc)
+
+
+def _fill(part: str, value: object):
+    def apply(doc):
+        cells = np.array(doc["parts"][part]["median_ms"], dtype=float)
+        doc["parts"][part]["median_ms"] = np.full(cells.shape, value, dtype=object).tolist()
+
+    return apply
+
+
+def _mlp_cell(value: object, key: str = "median_ms"):
+    """Cell [1, 2] of the mlp part's `key` (the medians copied where the key is absent) set to `value`."""
+
+    def apply(doc):
+        mlp = doc["parts"]["mlp"]
+        mlp[key] = [row[:] for row in mlp.get(key) or mlp["median_ms"]]
+        mlp[key][1][2] = value
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            _fill("attn_v", 1.7e308),
+            r"parts\.attn_v\.median_ms must hold latencies of at most 1e\+07 ms; entry \[0, 0, 0\]",
+        ),
+        (
+            _mlp_cell(1e308),
+            r"parts\.mlp\.median_ms must hold latencies of at most 1e\+07 ms; entry \[1, 2\] is 1e\+308",
+        ),
+        (_mlp_cell(10**400), r"parts\.mlp\.median_ms must be a nested list of numbers"),
+        (_mlp_cell("1.0"), r"parts\.mlp\.median_ms must hold numbers .*; entry \[1, 2\] is '1\.0', a str"),
+        (_mlp_cell(True), r"parts\.mlp\.median_ms must hold numbers .*; entry \[1, 2\] is True, a bool"),
+        (_mlp_cell("1.0", "p90_ms"), r"parts\.mlp\.p90_ms must hold numbers .*; entry \[1, 2\] is '1\.0', a str"),
+        (lambda d: d["grid"].__setitem__("emb", [64, 128, 2**60]), r"grid\.emb must hold integers from 1 to 1048576"),
+    ],
+)
+def test_cells_must_be_numbers_of_a_bounded_latency(mutate, message):
+    doc = make_table()
+    mutate(doc)
+    with pytest.raises(TableFormatError, match=message):
+        validate_table(doc)
+
+
+def test_the_largest_latency_and_width_allowed_are_kept():
+    doc = make_table()
+    doc["parts"]["mlp"]["median_ms"][2][2] = MAX_LATENCY_MS
+    doc["grid"]["mlp"][2] = MAX_AXIS_VALUE
+    kept = validate_table(doc)
+    assert kept["parts"]["mlp"]["median_ms"][2][2] == 1e7 and kept["grid"]["mlp"][2] == 2**20
+
+
+def test_a_not_yet_measured_cell_is_null_or_nan_but_never_a_string():
+    doc = make_table()
+    doc["complete"] = False
+    doc["parts"]["mlp"]["median_ms"][0][0] = None
+    doc["parts"]["mlp"]["median_ms"][0][1] = float("nan")
+    kept = validate_table(doc)
+    assert np.isnan(part_median(kept, "mlp")[0, :2]).all() and np.isfinite(part_median(kept, "mlp")[0, 2])
+    doc["parts"]["mlp"]["median_ms"][0][1] = "nan"  # numpy would read it as a missing cell
+    with pytest.raises(TableFormatError, match=r"parts\.mlp\.median_ms must hold numbers .* 'nan', a str"):
         validate_table(doc)
 
 
