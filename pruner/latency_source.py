@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from lut_server.client import LatencyClient, LatencyQueryError, LatencyServiceError
 from lut_server.dims import ModelDims
@@ -27,17 +24,6 @@ from profiler.vit import VitConfig
 
 class TableChangedError(RuntimeError):
     """The served table is not the one the run pinned."""
-
-
-@contextmanager
-def _one_short_try(client: LatencyClient, timeout_s: float) -> Iterator[None]:
-    """The client with one attempt of at most `timeout_s` (no retries, no horizon), restored afterwards."""
-    saved = client.retries, client.retry_horizon_s, client._http.timeout
-    client.retries, client.retry_horizon_s, client._http.timeout = 0, None, httpx.Timeout(timeout_s)
-    try:
-        yield
-    finally:
-        client.retries, client.retry_horizon_s, client._http.timeout = saved
 
 
 def source_summary(source: Any) -> dict[str, Any] | None:
@@ -161,7 +147,7 @@ class PinnedLatency:
             self._probed_at = time.monotonic()
             self._checked_at = float("-inf")  # the table may have been replaced while the server was away
             try:
-                with _one_short_try(self.client, self.probe_timeout_s):
+                with self.client.single_attempt(self.probe_timeout_s):
                     self._check_pin()
                     answer = getattr(self.client, name)(*args)
             except LatencyQueryError:
