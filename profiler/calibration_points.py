@@ -59,6 +59,6 @@ def validations_used(doc: Mapping[str, Any]) -> list[str]:
     fitted = (doc.get("calibration") or {}).get("fitted") or {}
     used = list(fitted.get("validations") or [])
     for point in uncalibrated_models(doc):
-        if point.get("validation") and point["validation"] not in used:
-            used.append(point["validation"])
+        if point.get("validation") not in used:  # None too (a validation without `created`): used once, not again
+            used.append(point.get("validation"))
     return used

@@ -218,7 +218,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     elif args.allocator:
         raise ValueError(f"--allocator is a torch-cpu option; {args.backend} manages its own memory")
     backend = create_backend(args.backend, args.precision, args.threads, **options)
-    given = [p for p in spec.parts if p in BLOCK_PARTS]
+    given = [p for p in spec.parts if p in BLOCK_PARTS] if spec.parts_given else []
     spec = spec.with_block_split(backend.block_stages)  # attn | mlp where the runtime fuses attention
     if given and sorted(given) != sorted(backend.block_stages):
         print(

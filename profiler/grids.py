@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ DEFAULT_PARTS: tuple[str, ...] = ("attn_qk", "attn_v", "mlp", "stem", "head")
 class GridSpec:
     grid: dict[str, list[int]]
     parts: tuple[str, ...]
+    parts_given: bool = field(default=False, compare=False)
+    """Whether a grid file named its parts (a preset's, or a file's default, are no one's choice)."""
 
     def __post_init__(self) -> None:
         validate_grid(self.grid)
@@ -83,4 +85,4 @@ def load_grid(preset_or_file: str) -> GridSpec:
     parts = data.get("parts", list(DEFAULT_PARTS))
     if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
         raise ValueError(f"grid file {path}: 'parts' must be a list of part names, got {parts!r}")
-    return GridSpec(dict(data["grid"]), tuple(parts))
+    return GridSpec(dict(data["grid"]), tuple(parts), parts_given="parts" in data)

@@ -317,7 +317,7 @@ class Pruner:
             exhausted = not removed
             if removed and estimate <= target:
                 # Each delta is one group's removal alone; EMB and a block's units removed together save less than
-                # both apart. A target is declared reached on the model's own latency: one more query, once a target.
+                # both apart. A target is declared reached on the model's own latency: one more query on such a step.
                 estimate = float(self.latency.model_latency(self._dims_without(removed)))
         return {
             "original_ms": original,
@@ -338,7 +338,7 @@ class Pruner:
         return gates.model_dims()
 
     def step(self) -> PruneStep:
-        """Remove the lowest-scoring group(s) with one latency query (two on the step that reaches the target);
+        """Remove the lowest-scoring group(s) with one latency query (two on a step whose deltas reach the target);
         stops removing at the target latency."""
         decision = decide_on_rank0(self._decide)
         self.original_ms = decision["original_ms"]

@@ -222,6 +222,19 @@ def _accuracy(model: nn.Module, split: ImageFolderSplit, count: int, device: tor
     return 100.0 * correct / len(indices)
 
 
+def _source_root() -> str | None:
+    """Where `profiler` was imported from, for a child that may not find it on its own (a checkout run by path);
+    None where it is installed (site-packages is on every child's path, after the standard library, where a
+    PYTHONPATH entry would put it ahead)."""
+    import site
+
+    import profiler
+
+    root = Path(profiler.__file__).resolve().parents[1]
+    installed = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    return None if root in installed else str(root)
+
+
 def _measured_ms(summary: dict[str, Any], small: VisionTransformer, table: Path | None) -> float | None:
     """The snapshot's latency measured here with exactly the table's settings, when this is the table's device
     (torch-cpu tables only: GPU measurement belongs to `python -m profiler measure`). It runs in a child process:
@@ -229,10 +242,7 @@ def _measured_ms(summary: dict[str, Any], small: VisionTransformer, table: Path 
     inherit, and malloc's cannot be undone."""
     if summary.get("backend") != "torch-cpu" or table is None:
         return None
-    import profiler
-
-    root = str(Path(profiler.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_source_root(), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models.json"
         models.write_text(json.dumps([small.model_dims.as_dict()]))

@@ -49,3 +49,12 @@ def test_a_validation_forced_on_another_device_contributes_no_models():
 def test_no_models_is_a_clear_error():
     with pytest.raises(ValueError, match="no measured whole models to calibrate on"):
         model_points(make_table_v2())
+
+
+def test_models_of_a_validation_without_a_date_are_used_once():
+    doc = make_table_v2()
+    doc["validation"] = {k: v for k, v in _validation("x", 6).items() if k != "created"}
+    for fits in (1, 2):
+        points = model_points(doc)
+        doc["calibration"] = {"fitted": {"points": points, "validations": validations_used(doc)}}
+        assert len(points) == 6, fits
