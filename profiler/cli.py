@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -66,6 +67,13 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         help=f"torch-cpu: 'steady' fixes glibc's malloc thresholds (default here: {default_allocator()})",
     )
     p.add_argument("--quick", action="store_true", help="a cheap timing protocol (tests, smoke runs)")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=None,
+        help=f"separately shuffled passes over the grid (default {Protocol().passes}; one is enough where a re-timed "
+        "configuration agrees within a fraction of a percent, as on a GPU)",
+    )
     p.add_argument("--seed", type=int, default=0, help="visiting order; with --from, which configurations are drawn")
     p.add_argument("--no-progress", action="store_true")
 
@@ -176,6 +184,12 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     warn_about_table_name(args.out)
+    if args.passes is not None and (args.passes < 1 or args.from_table is not None):
+        raise ValueError(
+            f"--passes must be >= 1, got {args.passes}"
+            if args.passes < 1
+            else "--passes counts a sweep's passes; `profile --from` times its own drawn runs"
+        )
     if args.from_table is not None:
         return cmd_profile_from(args)
     if args.budget is not None:
@@ -228,6 +242,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         )
     workload = Workload(args.batch, args.tokens, model)
     protocol = Protocol.quick() if args.quick else Protocol()
+    if args.passes is not None:
+        protocol = dataclasses.replace(protocol, passes=args.passes)
     shard = Shard.parse(args.shard) if args.shard else None
     if shard is not None and shard.index >= len(plan_combos(spec)):
         print(

@@ -113,6 +113,8 @@ def test_a_one_value_axis_is_profiled_with_a_warning_that_it_prices_no_removal(t
         (("--budget", "5"), "--budget counts the runs of `profile --from TABLE`"),
         (("--tokens", "0"), "--tokens must be >= 1, got 0"),
         (("--batch", "-1"), "--batch must be >= 1, got -1"),
+        (("--passes", "0"), "--passes must be >= 1, got 0"),
+        (("--passes", "1", "--from", "tables/x.json"), "--passes counts a sweep's passes"),
     ],
 )
 def test_profile_refuses_a_flag_it_would_ignore_or_a_count_below_one_first(tmp_path, args, message):

@@ -1,10 +1,12 @@
 """Sweep runs stack two blocks of one EMB and record each block's own stages."""
 
+import json
 from collections import Counter
 
 from profiler.backends import create_backend
-from profiler.grids import DEFAULT_PARTS, GridSpec
-from profiler.sweep import PipelineRun, Sweep, pair_units
+from profiler.cli import main
+from profiler.grids import DEFAULT_PARTS, PRESETS, GridSpec
+from profiler.sweep import PipelineRun, Sweep, check_layout, mlp_index, pair_units, plan_combos
 from profiler.timing import Protocol
 from profiler.workload import Workload, model_config_for_tokens
 
@@ -42,6 +44,27 @@ def test_each_record_holds_its_own_blocks_stages(tmp_path):
             assert r["median_ms"]["mlp"] > 5 * partner["median_ms"]["mlp"]  # 128x the MLP FLOPs
     references = len(doc["sweep"]["reference"]["series"])
     assert doc["sweep"]["measurements"] == len(records) // 2 + references  # one measurement times two records
+
+
+def test_passes_given_on_the_command_line_are_the_protocol_the_table_records(tmp_path):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"grid": {"emb": [32], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [32]}}))
+    out = tmp_path / "t.json"
+    args = ["profile", "--grid", str(grid), "--quick", "--passes", "2", "--tokens", "17", "--out", str(out)]
+    assert main([*args, "--no-model-parts", "--no-progress"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["protocol"]["passes"] == 2
+    per_pass = Counter(r["pass"] for r in doc["sweep"]["records"])
+    assert per_pass[0] == per_pass[1] == 4  # a third pass only where the two disagree by over max_pass_gap
+
+
+def test_the_gpu_preset_puts_qk_and_v_on_the_pruning_lattice_and_costs_its_runs_in_emb_heads_qk():
+    spec = PRESETS["gpu"]
+    check_layout(spec)
+    assert spec.grid["qk"] == spec.grid["v"] == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert len(plan_combos(spec)) == 13 * 8 * 8  # mlp's 49 values ride on an emb's 64 runs
+    per_emb = Counter(mlp_index(spec, c) for c in plan_combos(spec) if c[0] == 0)
+    assert len(per_emb) == len(spec.grid["mlp"])  # every (emb, mlp) cell gets a run
 
 
 def test_validation_times_a_block_in_the_context_its_table_was_swept_in():
