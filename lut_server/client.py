@@ -9,6 +9,7 @@ A run that lasts days sets `retry_horizon_s` (minutes of retrying, so a server r
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -87,6 +88,8 @@ class LatencyClient:
             transport=transport,
         )
         self._summary: dict[str, Any] | None = None
+        self._probe = threading.local()
+        """`single_attempt`'s timeout, per thread: a probe in one thread leaves another thread's retries alone."""
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -101,13 +104,16 @@ class LatencyClient:
     @contextmanager
     def single_attempt(self, timeout_s: float) -> Iterator[LatencyClient]:
         """This client with one attempt per request of at most `timeout_s` (no retries, no horizon), for asking
-        whether a server that went away is back without waiting out the retries; restored afterwards."""
-        saved = self.retries, self.retry_horizon_s, self._http.timeout
-        self.retries, self.retry_horizon_s, self._http.timeout = 0, None, httpx.Timeout(timeout_s)
+        whether a server that went away is back without waiting out the retries. It holds for the calling thread
+        only and ends with the block."""
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        saved = getattr(self._probe, "timeout_s", None)
+        self._probe.timeout_s = timeout_s
         try:
             yield self
         finally:
-            self.retries, self.retry_horizon_s, self._http.timeout = saved
+            self._probe.timeout_s = saved
 
     def _table_path(self, suffix: str = "") -> str:
         return f"/v1/tables/{self.table_id}{suffix}"
@@ -117,12 +123,15 @@ class LatencyClient:
         content = None if payload is None else json.dumps(payload, allow_nan=False).encode()
         headers = {"content-type": "application/json"} if content is not None else None
         last_problem = ""
-        deadline = None if self.retry_horizon_s is None else time.monotonic() + self.retry_horizon_s
+        probe_s = getattr(self._probe, "timeout_s", None)
+        retries, horizon_s = (0, None) if probe_s is not None else (self.retries, self.retry_horizon_s)
+        timeout = httpx.USE_CLIENT_DEFAULT if probe_s is None else httpx.Timeout(probe_s)
+        deadline = None if horizon_s is None else time.monotonic() + horizon_s
         attempt = 0
         while True:
             if attempt:
                 pause = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
-                if deadline is None and attempt > self.retries:
+                if deadline is None and attempt > retries:
                     break
                 if deadline is not None and time.monotonic() + pause > deadline:
                     break
@@ -130,7 +139,7 @@ class LatencyClient:
             attempt += 1
             self.request_count += 1
             try:
-                response = self._http.request(method, path, content=content, headers=headers)
+                response = self._http.request(method, path, content=content, headers=headers, timeout=timeout)
             except httpx.TransportError as exc:
                 last_problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 continue
