@@ -71,8 +71,10 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         "--passes",
         type=int,
         default=None,
-        help=f"separately shuffled passes over the grid (default {Protocol().passes}; one is enough where a re-timed "
-        "configuration agrees within a fraction of a percent, as on a GPU)",
+        help=f"separately shuffled passes over the grid (default {Protocol().passes}, {Protocol.quick().passes} with "
+        "--quick); recorded in the table's protocol, so its validate and measure time in as many. With one, a run "
+        "wider than the protocol allows is flagged, not re-measured: for a device whose retest noise is far below "
+        "that, such as a GPU",
     )
     p.add_argument("--seed", type=int, default=0, help="visiting order; with --from, which configurations are drawn")
     p.add_argument("--no-progress", action="store_true")

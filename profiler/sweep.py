@@ -339,7 +339,8 @@ class Sweep:
 
     def extra_units(self) -> list[Unit]:
         """A further pass for combos whose passes disagree by more than the protocol allows, or whose spread was wide
-        (re-measured later rather than at once: on a shared machine a burst of load outlasts an immediate retry)."""
+        (re-measured later rather than at once: on a shared machine a burst of load outlasts an immediate retry).
+        A one-pass protocol has none: its wide runs stay flagged (`sweep.flagged`)."""
         extra: list[Unit] = []
         groups = _grouped(self.doc)
         for combo in self.my_combos():

@@ -63,7 +63,26 @@ def test_a_probe_in_one_thread_leaves_another_threads_retries_and_timeout_alone(
     assert [t for name, t in timeouts if name == "probe"] == [0.5]
 
 
-def test_a_probe_timeout_must_be_positive():
+@pytest.mark.parametrize("timeout_s", [0, -1.0, float("nan")])
+def test_a_probe_timeout_must_be_positive(timeout_s):
     client = LatencyClient("http://gone", "small", transport=httpx.MockTransport(_refused))
-    with pytest.raises(ValueError, match="timeout_s must be > 0"), client.single_attempt(0):
+    with pytest.raises(ValueError, match="timeout_s must be > 0"), client.single_attempt(timeout_s):
         pass
+
+
+def test_a_probe_ignores_the_retry_horizon_and_a_nested_probe_restores_the_outer_timeout():
+    timeouts: list[float] = []
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        timeouts.append(request.extensions["timeout"]["read"])
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = LatencyClient(
+        "http://gone", "small", backoff_s=0.0, retry_horizon_s=60.0, transport=httpx.MockTransport(refused)
+    )
+    with client.single_attempt(0.5):
+        with client.single_attempt(0.2), pytest.raises(LatencyServiceError, match="after 1 attempts"):
+            client.summary()
+        with pytest.raises(LatencyServiceError, match="after 1 attempts"):
+            client.summary()
+    assert timeouts == [0.2, 0.5]

@@ -63,8 +63,8 @@ def test_the_gpu_preset_puts_qk_and_v_on_the_pruning_lattice_and_costs_its_runs_
     check_layout(spec)
     assert spec.grid["qk"] == spec.grid["v"] == [8, 16, 24, 32, 40, 48, 56, 64]
     assert len(plan_combos(spec)) == 13 * 8 * 8  # mlp's 49 values ride on an emb's 64 runs
-    per_emb = Counter(mlp_index(spec, c) for c in plan_combos(spec) if c[0] == 0)
-    assert len(per_emb) == len(spec.grid["mlp"])  # every (emb, mlp) cell gets a run
+    cells = {(c[0], mlp_index(spec, c)) for c in plan_combos(spec)}
+    assert len(cells) == len(spec.grid["emb"]) * len(spec.grid["mlp"])  # every (emb, mlp) cell gets a run
 
 
 def test_validation_times_a_block_in_the_context_its_table_was_swept_in():
