@@ -119,12 +119,18 @@ class TableSummary(BaseModel):
         description="what must match for the table to apply: {'device': {...}, 'software': {...}} (empty: unknown)",
     )
     content_hash: str | None = Field(
-        default=None, description="sha256 of the table's grid, parts and calibration: what a long run pins"
+        default=None,
+        description="sha256 of the table's grid, parts, calibration and interpolation: what a long run pins",
     )
     calibration: dict[str, Any] | None = Field(
         default=None,
         description="whole-model correction served by default: method, form, error before and after, and level (the "
         "machine's typical speed relative to the sweep, which multiplies every answer) with its spread",
+    )
+    interpolation: dict[str, Any] | None = Field(
+        default=None,
+        description="{'steps': [axes]}: axes answered as a staircase (a width between grid values costs what the next "
+        "grid value costs); null: multilinear on every axis",
     )
 
 

@@ -78,11 +78,21 @@ SMALL_QUERY_POINTS = 4
 """Up to this many points a part is evaluated point by point in Python; above, by one vectorised scipy call."""
 
 
-class _PartInterpolator:
-    """Multilinear interpolation of one part, with singleton axes handled as exact-match axes."""
+def next_grid_value(grid: Sequence[int], column: np.ndarray) -> np.ndarray:
+    """Each width inside the grid's range moved up to the grid value at or above it (a staircase axis); widths below
+    the grid, which only a group delta asks for, stay where they are and are extrapolated linearly."""
+    values = np.asarray(grid, dtype=float)
+    index = np.minimum(np.searchsorted(values, column, side="left"), len(values) - 1)
+    return np.where(column >= values[0], values[index], column)
 
-    def __init__(self, axes: tuple[str, ...], grid: Mapping[str, list[int]], values: np.ndarray):
+
+class _PartInterpolator:
+    """Multilinear interpolation of one part, with singleton axes handled as exact-match axes and staircase axes
+    (`interpolation.steps`) moved up to the next grid value first."""
+
+    def __init__(self, axes: tuple[str, ...], grid: Mapping[str, list[int]], values: np.ndarray, steps: frozenset[str]):
         self.axes = axes
+        self.steps = {a: list(grid[a]) for a in axes if a in steps and len(grid[a]) > 1}
         self.free = [i for i, a in enumerate(axes) if len(grid[a]) > 1]
         points = tuple(np.asarray(grid[axes[i]], dtype=float) for i in self.free)
         squeezed = values.reshape([len(grid[axes[i]]) for i in self.free]) if self.free else values.reshape(())
@@ -99,6 +109,8 @@ class _PartInterpolator:
         n = len(next(iter(columns.values())))
         if self.interp is None:
             return np.full(n, self.constant)
+        if self.steps:
+            columns = {a: next_grid_value(self.steps[a], c) if a in self.steps else c for a, c in columns.items()}
         if n <= SMALL_QUERY_POINTS:
             rows = [[float(columns[self.axes[i]][k]) for i in self.free] for k in range(n)]
             return np.array([self._point(row) for row in rows], dtype=float)
@@ -145,8 +157,10 @@ class LatencyTable:
             for axis in AXES
             if any(axis in PART_AXES[p] for p in self.data["parts"])
         }
+        self.steps = frozenset((self.data.get("interpolation") or {}).get("steps") or ())
+        """Axes read as a staircase between grid values (`interpolation.steps`); the rest are multilinear."""
         self._parts = {
-            name: _PartInterpolator(PART_AXES[name], self.grid, monotone_fit(part_median(self.data, name)))
+            name: _PartInterpolator(PART_AXES[name], self.grid, monotone_fit(part_median(self.data, name)), self.steps)
             for name in self.data["parts"]
         }
         self.calibration = self.data.get("calibration") if calibrated else None
@@ -198,6 +212,7 @@ class LatencyTable:
             | ({"models": validation["models"]} if "models" in validation else {}),
             "ranges": {axis: list(r) for axis, r in self.ranges.items()},
             "parts": list(self._parts),
+            "interpolation": {"steps": sorted(self.steps, key=AXES.index)} if self.steps else None,
             "fingerprint": {
                 "device": dict(device.get("match") or {}),
                 "software": dict((self.data.get("software") or {}).get("match") or {}),

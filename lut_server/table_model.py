@@ -282,6 +282,28 @@ class Calibration(_Sparse):
         return factors
 
 
+class Interpolation(BaseModel):
+    """How the table is read between grid values, where linear interpolation is not what the device does."""
+
+    model_config = _CLOSED
+    steps: list[Literal["emb", "heads", "qk", "v", "mlp"]] = Field(
+        description="axes answered as a staircase: a width between two grid values costs what the next grid value "
+        "costs (GPU matrix products pad a width to the tile size; a grid in tile steps then holds every step); "
+        "the other axes are interpolated linearly"
+    )
+    chosen: JsonObject = Field(
+        default_factory=dict,
+        description="what the choice was made on: the validation, its blocks, each candidate's error",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _once_each(cls, steps: list[str]) -> list[str]:
+        if len(set(steps)) != len(steps):
+            raise TableFormatError(f"interpolation.steps names an axis twice: {steps}")
+        return steps
+
+
 MAX_LEVEL_SESSIONS = 500
 """The most sessions a table's level history keeps (the newest); a check a day for a year fits."""
 
@@ -469,6 +491,9 @@ class LatencyTableDocument(BaseModel):
     sweep: Sweep | None = None
     validation: Validation | None = None
     calibration: Calibration | None = None
+    interpolation: Interpolation | None = Field(
+        default=None, description="axes read as a staircase between grid values; absent: multilinear everywhere"
+    )
     levels: Annotated[list[LevelSession], Field(max_length=MAX_LEVEL_SESSIONS)] | None = Field(
         default=None,
         description="the machine's speed at every later session that re-timed the table's reference (validations, "
@@ -477,10 +502,13 @@ class LatencyTableDocument(BaseModel):
 
     @model_serializer(mode="wrap")
     def _without_empty_history(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """`levels` is written only when there is one: a table without sessions stays readable by earlier readers."""
+        """`levels` and `interpolation` are written only when there are some: a table without them stays readable by
+        earlier readers (which refuse them, since they would answer otherwise)."""
         data = handler(self)
         if not data.get("levels"):
             data.pop("levels", None)
+        if data.get("interpolation") is None:
+            data.pop("interpolation", None)
         return data
 
     @model_validator(mode="wrap")
@@ -544,6 +572,11 @@ class LatencyTableDocument(BaseModel):
             for name in self.calibration.factors:
                 if name not in self.parts:
                     raise TableFormatError(f"calibration.factors.{name}: the table has no part {name!r}")
+        if self.interpolation is not None:
+            used = {axis for name in self.parts for axis in PART_AXES[name]}
+            for axis in self.interpolation.steps:
+                if axis not in used:
+                    raise TableFormatError(f"interpolation.steps: no part of the table has the axis {axis!r}")
         return self
 
 

@@ -1,4 +1,9 @@
-"""`python -m profiler calibrate TABLE`: fit the table's whole-model correction to the models validations timed.
+"""`python -m profiler calibrate TABLE [--steps auto|none|AXES]`: fit the table's whole-model correction to the models
+validations timed, after setting how the table is read between grid values where `--steps` asks.
+
+The reading (multilinear, or a staircase along some axes: `profiler/interpolation_choice.py`) is set before the fit,
+since the fit corrects the answers of that reading. It is opt-in: along a staircase axis a group delta is 0 inside
+a step and the whole step at its edge, which changes what a latency-aware pruner sees.
 
 The fit itself (forms, ridge, leave-one-out choice) lives in `lut_server/calibration.py`, next to the reader that
 applies it, so the server and the local `LatencyTable` answer with the same correction. The models it is fitted on
@@ -7,17 +12,19 @@ are stored with it, so a later validation (which replaces the validation's model
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lut_server.calibration import CalibrationRow, fit_calibration
-from lut_server.dims import ModelDims
+from lut_server.dims import AXES, ModelDims
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import incomplete_reason, read_table, write_table
 from profiler.calibration_points import model_points, validations_used
 from profiler.environment import utc_now
+from profiler.interpolation_choice import choose_steps
 from profiler.level_history import level_spread_pct, typical_level
 
 
@@ -29,7 +36,32 @@ def calibration_rows(table: LatencyTable, points: list[Mapping[str, Any]]) -> li
     return rows
 
 
-def calibrate_table(path: str | Path) -> dict[str, Any]:
+def steps_argument(value: str) -> str | list[str]:
+    """`auto`, `none`, or a comma-separated list of axes."""
+    if value in ("auto", "none"):
+        return value
+    axes = [a.strip() for a in value.split(",") if a.strip()]
+    unknown = [a for a in axes if a not in AXES]
+    if not axes or unknown:
+        raise argparse.ArgumentTypeError(f"--steps takes auto, none or axes among {', '.join(AXES)}; got {value!r}")
+    return axes
+
+
+def set_steps(doc: dict[str, Any], steps: str | list[str]) -> None:
+    """Set `interpolation` as `--steps` asks: chosen on the validation's blocks, removed, or the given axes."""
+    if steps == "auto":
+        chosen = choose_steps(doc)
+        if chosen is None:
+            blocks = len((doc.get("validation") or {}).get("blocks") or [])
+            raise ValueError(f"--steps auto chooses on a validation's off-grid blocks; the table has {blocks}")
+        doc["interpolation"] = chosen if chosen["steps"] else None
+    elif steps == "none":
+        doc["interpolation"] = None
+    else:
+        doc["interpolation"] = {"steps": list(steps), "chosen": {"given": True, "created": utc_now()}}
+
+
+def calibrate_table(path: str | Path, steps: str | list[str] | None = None) -> dict[str, Any]:
     """Fit, store the calibration beside the untouched raw medians, return it.
 
     The factors are fitted at the sweep's speed (level-normalised models); `level` then moves every answer to the
@@ -39,6 +71,8 @@ def calibrate_table(path: str | Path) -> dict[str, Any]:
     doc = read_table(path)
     if not doc.get("complete"):
         raise ValueError(f"{incomplete_reason(path.name)}; a calibration corrects a whole table")
+    if steps is not None:
+        set_steps(doc, steps)
     points = model_points(doc)
     raw = LatencyTable(doc, path.stem, calibrated=False)
     calibration = fit_calibration(calibration_rows(raw, points))
@@ -63,11 +97,22 @@ def calibrate_table(path: str | Path) -> dict[str, Any]:
 def register(sub: Any) -> None:
     p = sub.add_parser("calibrate", help="fit a whole-model correction to the models validations measured")
     p.add_argument("table", type=Path)
+    p.add_argument(
+        "--steps",
+        type=steps_argument,
+        default=None,
+        help="read these axes as a staircase between grid values (a width costs what the next grid value costs, as "
+        "GPU tile padding does): 'auto' chooses them on the latest validation's off-grid blocks, 'none' reads every "
+        "axis linearly, or e.g. 'emb,mlp'; default: the table's reading stays. Along a staircase axis a group delta "
+        "is 0 inside a step and the whole step at its edge",
+    )
     p.set_defaults(handler=_cmd_calibrate)
 
 
 def _cmd_calibrate(args: Any) -> int:
-    calibration = calibrate_table(args.table)
+    calibration = calibrate_table(args.table, args.steps)
     shown = {k: v for k, v in calibration.items() if k != "fitted"}
-    print(json.dumps(shown | {"models": calibration["fitted"]["models"]}, indent=1))
+    interpolation = read_table(args.table).get("interpolation")
+    steps = {"interpolation_steps": interpolation["steps"] if interpolation else []}
+    print(json.dumps(shown | {"models": calibration["fitted"]["models"]} | steps, indent=1))
     return 0

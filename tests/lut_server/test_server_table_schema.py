@@ -33,7 +33,7 @@ def test_the_put_body_schema_is_the_table_document(client: TestClient) -> None:
     body = spec["paths"]["/v1/tables/{table_id}"]["put"]["requestBody"]
     table = _resolve(spec, body["content"]["application/json"]["schema"])
     expected = {"format", "version", "complete", "created", "workload", "model", "device", "software", "protocol",
-                "grid", "parts", "sweep", "validation", "calibration", "levels"}  # fmt: skip
+                "grid", "parts", "sweep", "validation", "calibration", "interpolation", "levels"}  # fmt: skip
     assert set(table["properties"]) == expected and table["additionalProperties"] is False
     assert {"format", "version", "workload", "device", "software", "grid", "parts"} <= set(table["required"])
     device = _resolve(spec, table["properties"]["device"])

@@ -71,9 +71,14 @@ def test_shipped_gpu_table_is_fingerprinted_validated_calibrated_serves_and_is_d
     deit_b = ModelDims.uniform(768, 12, heads=12, qk=64, v=64, mlp=3072)
     calibrated = LatencyTable(doc, path.stem).model_latency(deit_b)
     raw = LatencyTable(doc, path.stem, calibrated=False).model_latency(deit_b)
-    factors = set(doc["calibration"]["factors"].values())
-    assert len(factors) == 1  # one scale: calibrated answers are the raw ones times it and the level
+    factors = set(doc["calibration"]["factors"].values()) or {1.0}
+    assert len(factors) == 1  # no correction or one scale: calibrated answers are the raw ones times it and the level
     assert calibrated == pytest.approx(raw * factors.pop() * doc["calibration"]["level"], rel=1e-9)
+    assert doc["interpolation"]["steps"] == ["emb", "mlp"]  # the GPU's tile staircase, as docs/gpu.md shows
+    validation = doc["validation"]
+    assert validation["meets_bar"] and validation["meets_model_bar"]
+    assert validation["created"] != doc["interpolation"]["chosen"]["validation"]  # held out from the choice
+    assert validation["created"] not in doc["calibration"]["fitted"]["validations"]  # and from the fit
 
     here = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True
