@@ -192,6 +192,8 @@ def _table_section(table: LatencyTable, requested: Mapping[str, str] | None) -> 
         rows += fingerprint_rows(summary["fingerprint"])
     if "calibration" in summary:
         rows.append(("calibration", describe_calibration(summary["calibration"])))
+    steps = (summary.get("interpolation") or {}).get("steps")
+    rows.append(("interpolation", f"steps along {', '.join(steps)}; linear along the rest" if steps else "linear"))
     meta = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
     inputs = "".join(
         f'<label>{axis} <input type="number" name="{axis}" value="{held[axis]}" min="{lo}" max="{hi}"></label>'
