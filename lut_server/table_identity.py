@@ -1,8 +1,8 @@
 """A table's identity by content: what a long pruning run pins so that a replaced table cannot go unnoticed.
 
 The hash covers what the predictions are made of (the grid, the parts' timings, the calibration and, where the
-table has one, its staircase interpolation), not the metadata around them, so re-validating or renaming a table
-keeps its identity and re-profiling changes it.
+table reads some axes as a staircase, those axes), not the metadata around them, so re-validating or renaming a
+table keeps its identity and re-profiling changes it.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from typing import Any
 
 IDENTITY_KEYS: tuple[str, ...] = ("grid", "parts", "calibration")
-OPTIONAL_IDENTITY_KEYS: tuple[str, ...] = ("interpolation",)
-"""Hashed only where present, so the tables that have none keep the identity they had before the key existed."""
 
 
 def content_hash(doc: Mapping[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of the table's `grid`, `parts` and `calibration` (None when absent), and
-    `interpolation` where the table has one."""
-    subset = {key: doc.get(key) for key in IDENTITY_KEYS}
-    subset |= {key: doc[key] for key in OPTIONAL_IDENTITY_KEYS if doc.get(key) is not None}
+    its staircase axes where it has some."""
+    subset: dict[str, Any] = {key: doc.get(key) for key in IDENTITY_KEYS}
+    steps = (doc.get("interpolation") or {}).get("steps")
+    if steps:  # a linear table hashes as it would without the key
+        subset["interpolation_steps"] = sorted(steps)
     canonical = json.dumps(subset, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -299,6 +299,8 @@ class Interpolation(BaseModel):
     @field_validator("steps")
     @classmethod
     def _once_each(cls, steps: list[str]) -> list[str]:
+        if not steps:
+            raise TableFormatError("interpolation.steps is empty; a table read linearly has no `interpolation`")
         if len(set(steps)) != len(steps):
             raise TableFormatError(f"interpolation.steps names an axis twice: {steps}")
         return steps
@@ -577,6 +579,10 @@ class LatencyTableDocument(BaseModel):
             for axis in self.interpolation.steps:
                 if axis not in used:
                     raise TableFormatError(f"interpolation.steps: no part of the table has the axis {axis!r}")
+                if len(self.grid[axis]) < 2:
+                    raise TableFormatError(
+                        f"interpolation.steps: the grid has one {axis} value, nothing to step between"
+                    )
         return self
 
 

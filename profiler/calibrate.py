@@ -24,7 +24,7 @@ from lut_server.latency_table import LatencyTable
 from lut_server.table_format import incomplete_reason, read_table, write_table
 from profiler.calibration_points import model_points, validations_used
 from profiler.environment import utc_now
-from profiler.interpolation_choice import choose_steps
+from profiler.interpolation_choice import MIN_BLOCKS, choose_steps, timed_blocks
 from profiler.level_history import level_spread_pct, typical_level
 
 
@@ -42,8 +42,10 @@ def steps_argument(value: str) -> str | list[str]:
         return value
     axes = [a.strip() for a in value.split(",") if a.strip()]
     unknown = [a for a in axes if a not in AXES]
-    if not axes or unknown:
-        raise argparse.ArgumentTypeError(f"--steps takes auto, none or axes among {', '.join(AXES)}; got {value!r}")
+    if not axes or unknown or len(set(axes)) != len(axes):
+        raise argparse.ArgumentTypeError(
+            f"--steps takes auto, none or distinct axes among {', '.join(AXES)}; got {value!r}"
+        )
     return axes
 
 
@@ -52,8 +54,10 @@ def set_steps(doc: dict[str, Any], steps: str | list[str]) -> None:
     if steps == "auto":
         chosen = choose_steps(doc)
         if chosen is None:
-            blocks = len((doc.get("validation") or {}).get("blocks") or [])
-            raise ValueError(f"--steps auto chooses on a validation's off-grid blocks; the table has {blocks}")
+            raise ValueError(
+                f"--steps auto chooses on the latest validation's timed blocks, at least {MIN_BLOCKS}; the table has "
+                f"{len(timed_blocks(doc))} (run `python -m profiler validate` with --points)"
+            )
         doc["interpolation"] = chosen if chosen["steps"] else None
     elif steps == "none":
         doc["interpolation"] = None
@@ -104,7 +108,8 @@ def register(sub: Any) -> None:
         help="read these axes as a staircase between grid values (a width costs what the next grid value costs, as "
         "GPU tile padding does): 'auto' chooses them on the latest validation's off-grid blocks, 'none' reads every "
         "axis linearly, or e.g. 'emb,mlp'; default: the table's reading stays. Along a staircase axis a group delta "
-        "is 0 inside a step and the whole step at its edge",
+        "is 0 inside a step and the whole step at its edge. The stored validation describes the reading it was "
+        "made with: validate again after changing it",
     )
     p.set_defaults(handler=_cmd_calibrate)
 

@@ -162,6 +162,9 @@ def transfer_table(
     model_ms = [v * reference_ms for v in levelled.normalised()[len(plan.runs) :]]
     doc = new_table(backend, workload, spec, Protocol.from_dict(source_doc["protocol"]), None, seed=seed)
     doc["parts"] = {name: dict(entry) for name, entry in source_doc["parts"].items()}
+    if source.steps:  # the ratios are fitted against the source as it reads: the new cells are read the same way
+        steps = list(source_doc["interpolation"]["steps"])
+        doc["interpolation"] = {"steps": steps, "chosen": {"derived_from": source_path.stem}}
     fits = {}
     for part, points in _ratio_points(source, plan.runs, stages, with_model).items():
         fits[part] = fit_ratio(spec.grid, part, points)

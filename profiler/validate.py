@@ -288,6 +288,7 @@ def validate_table_file(
         **calibrated_figures,
         **level_figures,
         "block_stack": stack,
+        "interpolation_steps": sorted(table.steps, key=AXES.index),  # the reading these figures describe
         "lattice": LATTICE,
         "seed": seed,
         "measurements": count,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -67,6 +68,7 @@ def test_below_the_grid_a_group_delta_extrapolates_linearly_as_without_steps():
     [
         (["depth"], "interpolation.steps"),
         (["emb", "emb"], "names an axis twice"),
+        ([], "interpolation.steps is empty"),
     ],
 )
 def test_a_bad_staircase_axis_is_refused_naming_the_field(steps, message):
@@ -84,13 +86,29 @@ def test_an_axis_no_part_has_is_refused():
         validate_table(doc)
 
 
-def test_a_table_without_steps_is_written_without_the_key_and_keeps_its_content_hash(tmp_path):
+def test_a_step_axis_with_one_grid_value_is_refused():
+    grid = {**SMALL_GRID, "heads": [2]}
+    doc = validate_table(make_table(grid))
+    doc["interpolation"] = {"steps": ["heads"]}
+    with pytest.raises(TableFormatError, match="the grid has one heads value"):
+        validate_table(doc)
+
+
+def test_a_table_without_steps_is_written_without_the_key_and_hashes_its_grid_parts_and_calibration(tmp_path):
     plain = staircase_table(None)
     write_table(tmp_path / "t.json", plain)
     assert "interpolation" not in json.loads((tmp_path / "t.json").read_text())
-    keys = ("grid", "parts", "calibration")
-    assert content_hash(plain) == content_hash({k: plain.get(k) for k in keys})
-    assert content_hash(staircase_table(["emb"])) != content_hash(plain)
+    canonical = json.dumps({k: plain.get(k) for k in ("grid", "parts", "calibration")}, sort_keys=True,
+                           separators=(",", ":"))  # fmt: skip
+    assert content_hash(plain) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_the_hash_covers_the_staircase_axes_not_their_order_or_the_record_of_the_choice():
+    emb_mlp = staircase_table(["emb", "mlp"])
+    mlp_emb = staircase_table(["mlp", "emb"])
+    mlp_emb["interpolation"]["chosen"] = {"seed": 23, "blocks": 60}
+    assert content_hash(emb_mlp) == content_hash(mlp_emb)
+    assert content_hash(emb_mlp) not in (content_hash(staircase_table(["emb"])), content_hash(staircase_table(None)))
 
 
 def test_the_server_summary_names_the_staircase_axes_and_answers_with_them(tmp_path):

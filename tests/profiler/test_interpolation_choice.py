@@ -66,6 +66,17 @@ def test_blocks_that_follow_the_linear_reading_keep_every_axis_linear():
     assert min(chosen["chosen"]["mean_ape_pct"], key=chosen["chosen"]["mean_ape_pct"].get) == "linear"
 
 
+def test_a_second_staircase_axis_that_helps_within_the_noise_is_left_out():
+    chosen = choose_steps(validated_table(device_answers(["emb"]), blocks=60))
+    record = chosen["chosen"]
+    assert chosen["steps"] == ["emb"]
+    # emb+heads or emb+mlp may score within noise of emb: the fewer axes win, and the record shows why
+    for name, excess in record["excess_over_best_pct"].items():
+        if name in ("emb", record["best"]):
+            assert excess <= record["excess_standard_error_pct"][name]
+    assert record["excess_over_best_pct"]["linear"] > record["excess_standard_error_pct"]["linear"]
+
+
 def test_too_few_blocks_choose_nothing():
     assert choose_steps(validated_table(device_answers(["emb"]), blocks=MIN_BLOCKS - 1)) is None
 
@@ -102,6 +113,8 @@ def test_calibrate_steps_refuses_an_unknown_axis_and_auto_without_blocks(tmp_pat
     doc["validation"]["blocks"] = []
     write_table(table, doc)
     unknown = run_calibrate(table, "--steps", "emb,depth")
-    assert unknown.returncode == 2 and "--steps takes auto, none or axes among emb" in unknown.stderr
+    assert unknown.returncode == 2 and "--steps takes auto, none or distinct axes among emb" in unknown.stderr
+    twice = run_calibrate(table, "--steps", "emb,emb")
+    assert twice.returncode == 2 and "distinct axes" in twice.stderr
     auto = run_calibrate(table, "--steps", "auto")
-    assert auto.returncode == 2 and "chooses on a validation's off-grid blocks; the table has 0" in auto.stderr
+    assert auto.returncode == 2 and "timed blocks, at least 10; the table has 0" in auto.stderr

@@ -275,3 +275,14 @@ def test_profile_from_builds_a_table_here_from_a_few_runs(tiny_table, tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
     mixed = run_profiler("profile", "--from", tiny_table, "--batch", "4", "--out", tmp_path / "x.json")
     assert mixed.returncode == 2 and "--batch" in mixed.stderr
+
+    def stepped(doc):
+        doc["interpolation"] = {"steps": ["emb"]}
+
+    stairs = copy_with(tiny_table, tmp_path / "stairs.json", stepped)
+    from_stairs = run_profiler(
+        "profile", "--from", stairs, "--budget", "3", "--out", tmp_path / "s.json", "--no-progress"
+    )
+    assert from_stairs.returncode == 0, from_stairs.stderr
+    # its ratios were fitted against the source as it reads, so the new cells are read the same way
+    assert read_table(tmp_path / "s.json")["interpolation"] == {"steps": ["emb"], "chosen": {"derived_from": "stairs"}}
