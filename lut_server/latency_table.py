@@ -105,11 +105,11 @@ class _PartInterpolator:
         self._grid_lists = [p.tolist() for p in points]
         self._corners = list(itertools.product((0, 1), repeat=len(self.free)))
 
-    def __call__(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, columns: Mapping[str, np.ndarray], stepped: bool = True) -> np.ndarray:
         n = len(next(iter(columns.values())))
         if self.interp is None:
             return np.full(n, self.constant)
-        if self.steps:
+        if self.steps and stepped:
             columns = {a: next_grid_value(self.steps[a], c) if a in self.steps else c for a, c in columns.items()}
         if n <= SMALL_QUERY_POINTS:
             rows = [[float(columns[self.axes[i]][k]) for i in self.free] for k in range(n)]
@@ -275,18 +275,18 @@ class LatencyTable:
             raise QueryError(f"{what} {OVERFLOW}", "calibration")
         return values
 
-    def _block_sum(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    def _block_sum(self, columns: Mapping[str, np.ndarray], stepped: bool = True) -> np.ndarray:
         factors = self.correction.factors
         total = np.full(len(columns["emb"]), self.correction.block_ms)
         for name in self.block_parts:
-            total += factors.get(name, 1.0) * self._parts[name](columns)
+            total += factors.get(name, 1.0) * self._parts[name](columns, stepped)
         return self.correction.level * total
 
-    def _model_extra(self, emb: np.ndarray) -> np.ndarray:
+    def _model_extra(self, emb: np.ndarray, stepped: bool = True) -> np.ndarray:
         factors = self.correction.factors
         total = np.full(len(emb), self.correction.model_ms)
         for name in self.model_parts:
-            total += factors.get(name, 1.0) * self._parts[name]({"emb": emb})
+            total += factors.get(name, 1.0) * self._parts[name]({"emb": emb}, stepped)
         return self.correction.level * total
 
     def raw_part_sums(self, model: ModelDims) -> dict[str, float]:
@@ -333,6 +333,11 @@ class LatencyTable:
 
         `group_size` overrides the default group size of any axis (`step` is its deprecated name). A reduced width
         below the table's lower bound (but >= 1) is extrapolated linearly from the first grid cell.
+
+        On a table with staircase axes the deltas are the differences of its linear reading, so each group carries
+        its share of the step it belongs to, while `total_ms` is the model's latency as the table reads it. A
+        staircase's own differences are 0 for every group but the one at a step's edge, and a pruner that removes
+        a few groups at a time would never start down a step.
         """
         sizes = {**DEFAULT_GROUP_SIZE, **check_group_size(group_size_argument(group_size, step, "deltas"))}
         base = self._model_columns(model)
@@ -348,12 +353,15 @@ class LatencyTable:
         stacked = {axis: np.concatenate([v[axis] for v in variants]) for axis in AXES}
         embs = np.array([float(model.emb), max(model.emb - sizes["emb"], 1.0)])
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, not warned about
-            latency = self._block_sum(stacked).reshape(len(variants), n)
-            extra_base, extra_emb = self._model_extra(embs)
+            latency = self._block_sum(stacked, stepped=False).reshape(len(variants), n)
+            extra_base, extra_emb = self._model_extra(embs, stepped=False)
             block_total = latency[0]
             saved = block_total - latency[1 : 1 + len(WIDTH_AXES)]  # (axes, blocks): what one group's removal saves
-            total = block_total.sum() + extra_base
-            emb_delta = total - (latency[-1].sum() + extra_emb) if model.emb - sizes["emb"] >= 1 else None
+            linear_total = block_total.sum() + extra_base
+            emb_delta = linear_total - (latency[-1].sum() + extra_emb) if model.emb - sizes["emb"] >= 1 else None
+            total = linear_total
+            if self.steps:
+                total = self._block_sum(base).sum() + self._model_extra(embs[:1])[0]
         self._finite(latency, "a block's latency")
         self._finite(saved, "a group delta")
         self._finite(np.array([total, 0.0 if emb_delta is None else emb_delta]), "the model's latency")

@@ -2,8 +2,8 @@
 validations timed, after setting how the table is read between grid values where `--steps` asks.
 
 The reading (multilinear, or a staircase along some axes: `profiler/interpolation_choice.py`) is set before the fit,
-since the fit corrects the answers of that reading. It is opt-in: along a staircase axis a group delta is 0 inside
-a step and the whole step at its edge, which changes what a latency-aware pruner sees.
+since the fit corrects the answers of that reading. It is opt-in: it changes every answer between grid values, so a
+table gets it from its own validation's blocks (group deltas stay those of the linear reading: `LatencyTable.deltas`).
 
 The fit itself (forms, ridge, leave-one-out choice) lives in `lut_server/calibration.py`, next to the reader that
 applies it, so the server and the local `LatencyTable` answer with the same correction. The models it is fitted on
@@ -107,9 +107,9 @@ def register(sub: Any) -> None:
         default=None,
         help="read these axes as a staircase between grid values (a width costs what the next grid value costs, as "
         "GPU tile padding does): 'auto' chooses them on the latest validation's off-grid blocks, 'none' reads every "
-        "axis linearly, or e.g. 'emb,mlp'; default: the table's reading stays. Along a staircase axis a group delta "
-        "is 0 inside a step and the whole step at its edge. The stored validation describes the reading it was "
-        "made with: validate again after changing it",
+        "axis linearly, or e.g. 'emb,mlp'; default: the table's reading stays. Group deltas stay those of the linear "
+        "reading (each group's share of its step). The stored validation describes the reading it was made with: "
+        "validate again after changing it",
     )
     p.set_defaults(handler=_cmd_calibrate)
 

@@ -43,17 +43,20 @@ def test_a_width_between_grid_values_costs_the_next_grid_value_along_a_staircase
     assert np.allclose(steps.block_latency(many), [steps.block_latency([b])[0] for b in many], rtol=1e-12)
 
 
-def test_answers_stay_monotone_and_a_group_inside_a_step_saves_nothing_while_the_edge_saves_the_step():
+def test_answers_stay_monotone_and_group_deltas_spread_each_step_over_its_groups():
     table = LatencyTable(staircase_table(["emb", "mlp"]), calibrated=False)
+    linear = LatencyTable(staircase_table(None), calibrated=False)
     widths = np.arange(64, 257, 8)
     latencies = table.block_latency([BlockDims(int(e), 2, 16, 16, 256) for e in widths])
     assert np.all(np.diff(latencies) >= 0)
-    model = ModelDims.uniform(112, 2, heads=2, qk=16, v=16, mlp=256)  # emb 112 reads as 128; 112 - 16 = 96 too
-    deltas = table.deltas(model, {"emb": 16})
-    assert deltas.emb == 0.0
-    edge = ModelDims.uniform(144, 2, heads=2, qk=16, v=16, mlp=256)  # 144 reads as 256, 128 is on the grid
-    expected = table.model_latency(edge) - table.model_latency(ModelDims.uniform(128, 2, heads=2, qk=16, v=16, mlp=256))
-    assert table.deltas(edge, {"emb": 16}).emb == pytest.approx(expected, rel=1e-12) and expected > 0
+    for emb in (112, 128, 144):  # inside a step, on a grid value, just above one
+        model = ModelDims.uniform(emb, 2, heads=2, qk=16, v=16, mlp=300)
+        deltas, plain = table.deltas(model, {"emb": 16}), linear.deltas(model, {"emb": 16})
+        assert deltas.total_ms == pytest.approx(table.model_latency(model), rel=1e-12)  # the model as the table reads
+        assert deltas.emb == pytest.approx(plain.emb, rel=1e-12) and deltas.emb > 0  # the step's share per group
+        for mine, theirs in zip(deltas.blocks, plain.blocks, strict=True):
+            assert mine == pytest.approx(theirs, rel=1e-12)
+        assert all(d["mlp"] > 0 for d in deltas.blocks)
 
 
 def test_below_the_grid_a_group_delta_extrapolates_linearly_as_without_steps():
