@@ -35,7 +35,7 @@ COPY pruner/ pruner/
 # the first that knows opset 22, which bf16 graphs are converted to.
 RUN pip install --no-deps . \
     && pip install "numpy>=1.26" "scipy>=1.11" "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.6" "httpx>=0.27" \
-        "tqdm>=4.66" "onnx>=1.17" "onnxruntime-gpu>=1.19,<1.27" \
+        "tqdm>=4.66" "onnx>=1.17" "matplotlib>=3.8" "onnxruntime-gpu>=1.19,<1.27" \
     && (python -c "import tensorrt" 2>/dev/null || pip install "${TENSORRT}") \
     && python -c "from importlib.metadata import distributions, requires, version as v; \
 major_minor = lambda name: tuple(int(p) for p in v(name).split('+')[0].split('.')[:2]); \

@@ -132,6 +132,7 @@ EXTENSION_MODULES = (
     "profiler.check",
     "profiler.calibrate",
     "profiler.doctor",
+    "profiler.trust_plot",
 )
 """Modules that add a subcommand: each has register(subparsers) setting `handler` as a parser default."""
 

@@ -51,7 +51,8 @@ def in_time_order(sessions: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(sessions, key=lambda s: str(s.get("created") or ""))
 
 
-def _sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def recorded_sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every recorded session, the latest validation included where it predates the history, in time order."""
     earlier = unrecorded_validation(doc)
     return in_time_order([*(doc.get("levels") or []), *([earlier] if earlier else [])])
 
@@ -59,7 +60,9 @@ def _sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def session_levels(doc: Mapping[str, Any]) -> list[float]:
     """The level of every session on the table's device, as a ratio, in time order: the sweep's (1) first."""
     device = (doc.get("device") or {}).get("name")
-    recorded = [1.0 + float(s["level_pct"]) / 100.0 for s in _sessions(doc) if s.get("device") in (None, device)]
+    recorded = [
+        1.0 + float(s["level_pct"]) / 100.0 for s in recorded_sessions(doc) if s.get("device") in (None, device)
+    ]
     return [1.0, *recorded] if doc.get("sweep") else recorded
 
 
