@@ -47,7 +47,7 @@ from lut_server.dims import BlockDims
 from lut_server.table_format import incomplete_reason, read_table, write_table
 from profiler.backends import Backend, BackendUnavailable
 from profiler.fingerprint import cpu_device, fingerprint_mismatches, flatten, software, torch_software
-from profiler.level_history import record_level, typical_level
+from profiler.level_history import record_level, session_levels, typical_level
 from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
 from profiler.timing import Protocol, measure
@@ -241,7 +241,14 @@ def check_table(
         raw_level_pct = 100.0 * (level * float(median(p.measured_ms / p.predicted_ms for p in timed)) - 1.0)
         result["level_pct"] = round(raw_level_pct, 3)
         result["table_level_pct"] = round(100.0 * (level - 1.0), 3)
-        result["sessions"] = {"count": sessions, "typical_level_pct": round(100.0 * (typical - 1.0), 3)}
+        levels = session_levels(doc)
+        result["sessions"] = {
+            "count": sessions,
+            "typical_level_pct": round(100.0 * (typical - 1.0), 3),
+            "range_pct": [round(100.0 * (min(levels) - 1.0), 3), round(100.0 * (max(levels) - 1.0), 3)]
+            if levels
+            else None,
+        }
         result["pass_drift_pct"] = [round(d, 3) for d in pass_drifts]
         result["wander_pct"] = round(wander, 3)
         result["threshold_pct"] = round(threshold, 3)
@@ -308,11 +315,7 @@ def format_report(result: Mapping[str, Any]) -> str:
         )
     lines.append(f"verdict {result['verdict']} (exit {result['exit_code']})")
     if result["verdict"] == "stale":
-        lines.append(
-            "why     this machine runs at another speed than the table answers at, in every pass, beyond the wander "
-            "the table recorded; on a shared machine that can pass: check again in a while, and if it stays "
-            "stale, re-derive the table here"
-        )
+        lines.append(stale_reason(result))
     if result.get("next"):
         lines.append(f"next    {result['next']}")
     elif result.get("backend_runs_here") is False:
@@ -321,6 +324,32 @@ def format_report(result: Mapping[str, Any]) -> str:
             "(python -m profiler doctor lists them)"
         )
     return "\n".join(lines)
+
+
+def stale_reason(result: Mapping[str, Any]) -> str:
+    """Why `stale`, with the evidence for a slow hour or a lasting change: whether the level measured here lies within
+    the levels the table's recorded sessions reached."""
+    why = "why     this machine runs at another speed than the table answers at, in every pass, beyond the wander "
+    span = (result.get("sessions") or {}).get("range_pct")
+    level = result.get("level_pct")
+    if span is None or level is None or len(span) != 2:
+        return why + (
+            "the table recorded; on a shared machine that can pass: check again in a while, and if it stays stale, "
+            "re-derive the table here"
+        )
+    lo, hi = span
+    count = result["sessions"]["count"]
+    if lo <= level <= hi:
+        return why + (
+            f"the table recorded; its {count} sessions reached {lo:+.2f}% … {hi:+.2f}% against the sweep and this "
+            f"check {level:+.2f}%, so this can be a slow hour: check again in a while, and if it stays stale, "
+            "re-derive the table here"
+        )
+    return why + (
+        f"the table recorded; this check ({level:+.2f}% against the sweep) lies outside all {count} sessions the "
+        f"table recorded ({lo:+.2f}% … {hi:+.2f}%), which points to a changed machine rather than a slow hour: "
+        "re-derive the table here, or check again later"
+    )
 
 
 def register(sub: Any) -> None:

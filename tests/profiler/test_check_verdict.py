@@ -114,3 +114,13 @@ def test_the_report_of_a_stale_table_says_why_and_what_to_do():
     assert report[-1] == "next    python -m profiler profile --from t.json --budget 100 --out t-here.json"
     assert not any(line.startswith("why") for line in format_report({**stale, "verdict": "holds", "exit_code": 0,
                                                                       "next": None}).splitlines())  # fmt: skip
+
+
+@pytest.mark.parametrize(("level", "evidence"), [(-16.3, "lies outside all 21 sessions"), (-4.0, "can be a slow hour")])
+def test_a_stale_report_says_whether_this_level_is_one_the_sessions_reached(level: float, evidence: str):
+    from profiler.check import stale_reason
+
+    result = {"level_pct": level, "sessions": {"count": 21, "typical_level_pct": 1.3, "range_pct": [-5.14, 8.77]}}
+    reason = stale_reason(result)
+    assert evidence in reason and "-5.14% … +8.77%" in reason and f"{level:+.2f}%" in reason
+    assert "check again" in reason and "re-derive" in reason
