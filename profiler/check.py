@@ -47,7 +47,7 @@ from lut_server.dims import BlockDims
 from lut_server.table_format import incomplete_reason, read_table, write_table
 from profiler.backends import Backend, BackendUnavailable
 from profiler.fingerprint import cpu_device, fingerprint_mismatches, flatten, software, torch_software
-from profiler.level_history import record_level, session_levels, typical_level
+from profiler.level_history import calibrated_level_range_pct, record_level, typical_level
 from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
 from profiler.timing import Protocol, measure
@@ -241,13 +241,12 @@ def check_table(
         raw_level_pct = 100.0 * (level * float(median(p.measured_ms / p.predicted_ms for p in timed)) - 1.0)
         result["level_pct"] = round(raw_level_pct, 3)
         result["table_level_pct"] = round(100.0 * (level - 1.0), 3)
-        levels = session_levels(doc)
+        seen = calibrated_level_range_pct(doc)
         result["sessions"] = {
             "count": sessions,
             "typical_level_pct": round(100.0 * (typical - 1.0), 3),
-            "range_pct": [round(100.0 * (min(levels) - 1.0), 3), round(100.0 * (max(levels) - 1.0), 3)]
-            if levels
-            else None,
+            "range_pct": None if seen is None else [round(seen[0], 3), round(seen[1], 3)],
+            "range_count": None if seen is None else seen[2],
         }
         result["pass_drift_pct"] = [round(d, 3) for d in pass_drifts]
         result["wander_pct"] = round(wander, 3)
@@ -338,17 +337,17 @@ def stale_reason(result: Mapping[str, Any]) -> str:
             "re-derive the table here"
         )
     lo, hi = span
-    count = result["sessions"]["count"]
+    count = result["sessions"]["range_count"]
     if lo <= level <= hi:
         return why + (
-            f"the table recorded; its {count} sessions reached {lo:+.2f}% … {hi:+.2f}% against the sweep and this "
-            f"check {level:+.2f}%, so this can be a slow hour: check again in a while, and if it stays stale, "
-            "re-derive the table here"
+            f"the table recorded; its {count} sessions (the sweep included) reached {lo:+.2f}% … {hi:+.2f}% against "
+            f"the sweep and this check {level:+.2f}%, so this can be a slow hour: check again in a while, and if it "
+            "stays stale, re-derive the table here"
         )
     return why + (
-        f"the table recorded; this check ({level:+.2f}% against the sweep) lies outside all {count} sessions the "
-        f"table recorded ({lo:+.2f}% … {hi:+.2f}%), which points to a changed machine rather than a slow hour: "
-        "re-derive the table here, or check again later"
+        f"the table recorded; this check ({level:+.2f}% against the sweep) lies outside all {count} sessions "
+        f"(the sweep included) its calibration saw ({lo:+.2f}% … {hi:+.2f}%), which points to a changed machine "
+        "rather than a slow hour: re-derive the table here, or check again later"
     )
 
 

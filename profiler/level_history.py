@@ -57,13 +57,28 @@ def recorded_sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return in_time_order([*(doc.get("levels") or []), *([earlier] if earlier else [])])
 
 
-def session_levels(doc: Mapping[str, Any]) -> list[float]:
-    """The level of every session on the table's device, as a ratio, in time order: the sweep's (1) first."""
+def session_levels(doc: Mapping[str, Any], until: str | None = None) -> list[float]:
+    """The level of every session on the table's device, as a ratio, in time order: the sweep's (1) first.
+    `until`: only the sessions recorded up to that time (ISO 8601, UTC)."""
     device = (doc.get("device") or {}).get("name")
     recorded = [
-        1.0 + float(s["level_pct"]) / 100.0 for s in recorded_sessions(doc) if s.get("device") in (None, device)
+        1.0 + float(s["level_pct"]) / 100.0
+        for s in recorded_sessions(doc)
+        if s.get("device") in (None, device) and (until is None or str(s.get("created") or "") <= until)
     ]
     return [1.0, *recorded] if doc.get("sweep") else recorded
+
+
+def calibrated_level_range_pct(doc: Mapping[str, Any]) -> tuple[float, float, int] | None:
+    """The lowest and highest level the sessions reached, in percent against the sweep, and how many sessions (the
+    sweep included): those the latest `calibrate` saw, or all of them on an uncalibrated table. None for fewer than
+    `MIN_SESSIONS_FOR_SPREAD`. Sessions recorded since the calibration are left out, as they are from the spread: a
+    stale check recorded on a changed machine must not make the next one look like an hour the table has seen."""
+    fitted = ((doc.get("calibration") or {}).get("fitted") or {}).get("created")
+    levels = session_levels(doc, until=fitted if isinstance(fitted, str) else None)
+    if len(levels) < MIN_SESSIONS_FOR_SPREAD:
+        return None
+    return 100.0 * (min(levels) - 1.0), 100.0 * (max(levels) - 1.0), len(levels)
 
 
 def typical_level(doc: Mapping[str, Any]) -> tuple[float, int]:

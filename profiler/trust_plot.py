@@ -1,10 +1,12 @@
 """`python -m profiler plot TABLE`: a table's own evidence for trusting it, in one figure.
 
 Everything drawn is what the table records, so the figure costs no timing and can be drawn anywhere:
-- the latest validation's off-grid blocks, predicted against measured, with the block bar;
-- its whole models, predicted raw and as the table answers now (calibrated where it is), with the model bar;
+- the latest validation's off-grid blocks: the table's raw answer now against what was measured, with the block bar;
+- its whole models: the raw answer and the answer as served now (calibrated where it is), with the model bar;
 - the machine's level in every session that re-timed the table's reference (the sweep, each validation, each
-  `check --record`), against the level the table answers at and the band within which `check` says `holds`.
+  `check --record`), against the level the table answers at and the band within which `check` says `holds` now
+  (the calibration's level and threshold as they are now; earlier checks were judged against the band of their
+  day).
 
 A scatter shows which sizes a table gets wrong and a time series shows whether the machine wanders or moved, where
 `validate` and `check` print one number each.
@@ -23,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from lut_server.atomic_file import write_bytes_atomic
-from lut_server.dims import ModelDims
+from lut_server.dims import AXES, BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import read_table
 from profiler.check import drift_threshold_pct, table_level, wander_pct
 from profiler.level_history import recorded_sessions
-from profiler.validate import MODEL_MEDIAN_MAX_PCT, MODEL_P95_MAX_PCT
+from profiler.validate import BLOCK_P95_MAX_PCT, MODEL_MEDIAN_MAX_PCT, MODEL_P95_MAX_PCT
 
 
 @dataclass
@@ -48,6 +50,7 @@ class TrustFigures:
     block_measured_ms: np.ndarray
     block_predicted_ms: np.ndarray
     block_bar_pct: float | None
+    block_p95_bar_pct: float
     model_measured_ms: np.ndarray
     model_raw_ms: np.ndarray
     model_served_ms: np.ndarray | None
@@ -79,32 +82,53 @@ def _sessions(doc: Mapping[str, Any]) -> list[Session]:
     return sorted(out, key=lambda s: s.at)
 
 
-def trust_figures(doc: Mapping[str, Any], name: str) -> TrustFigures:
-    """The arrays and limits of the figure. Raises ValueError for a table that was never validated: it has no
-    evidence to draw."""
-    validation = doc.get("validation") or {}
+def _validated_points(validation: Mapping[str, Any], name: str) -> tuple[list[BlockDims], list[ModelDims], dict]:
+    """The validation's timed blocks and models with their measurements; ValueError where they are not recorded."""
     blocks = validation.get("blocks") or []
     models = validation.get("model_points") or []
     if not blocks and not models:
-        raise ValueError(f"{name} holds no validation to draw: run `python -m profiler validate` on it first")
+        what = "per-point results (validations before they were kept)" if validation else "validation"
+        raise ValueError(f"{name} holds no {what} to draw: run `python -m profiler validate` on it")
+    try:
+        block_dims = [BlockDims.from_mapping({a: b[a] for a in AXES}) for b in blocks]
+        model_dims = [ModelDims.from_dict(m["dims"]) for m in models]
+        measured = {
+            "blocks": np.array([b["measured_ms"] for b in blocks], dtype=float),
+            "models": np.array([m["measured_ms"] for m in models], dtype=float),
+        }
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{name}: a validated point lacks its dims or measurement ({exc!r})") from None
+    return block_dims, model_dims, measured
+
+
+def trust_figures(doc: Mapping[str, Any], name: str) -> TrustFigures:
+    """The arrays and limits of the figure: the latest validation's measurements against the table as it answers
+    now (raw, and calibrated where it is). Raises ValueError for a table with no validated points to draw."""
+    validation = doc.get("validation") or {}
+    block_dims, model_dims, measured = _validated_points(validation, name)
+    raw = LatencyTable(doc, name, calibrated=False)
     served = LatencyTable(doc, name) if doc.get("calibration") else None
     fitted_on = set(((doc.get("calibration") or {}).get("fitted") or {}).get("validations") or [])
     seed = validation.get("seed")
+    bar = validation.get("bar") or {}
+    steps = sorted(raw.steps, key=AXES.index)
+    reading = f"; read with {', '.join(steps)} as steps" if steps else ""
     return TrustFigures(
         title=f"{name}: {(doc.get('device') or {}).get('name', 'unknown device')}, {doc['workload']['backend']}",
-        block_measured_ms=np.array([b["measured_ms"] for b in blocks], dtype=float),
-        block_predicted_ms=np.array([b["predicted_ms"] for b in blocks], dtype=float),
-        block_bar_pct=(validation.get("bar") or {}).get("median_ape_pct_max"),
-        model_measured_ms=np.array([m["measured_ms"] for m in models], dtype=float),
-        model_raw_ms=np.array([m["predicted_ms"] for m in models], dtype=float),
-        model_served_ms=None
-        if served is None
-        else np.array([served.model_latency(ModelDims.from_dict(m["dims"])) for m in models], dtype=float),
+        block_measured_ms=measured["blocks"],
+        block_predicted_ms=raw.block_latency(block_dims),
+        block_bar_pct=bar.get("median_ape_pct_max"),
+        block_p95_bar_pct=float(bar.get("p95_ape_pct_max", BLOCK_P95_MAX_PCT)),
+        model_measured_ms=measured["models"],
+        model_raw_ms=np.array([raw.model_latency(m) for m in model_dims], dtype=float),
+        model_served_ms=None if served is None else np.array([served.model_latency(m) for m in model_dims]),
         served_saw_models=validation.get("created") in fitted_on,
         sessions=_sessions(doc),
         answers_at_pct=100.0 * (table_level(doc) - 1.0),
         threshold_pct=drift_threshold_pct(wander_pct(doc)),
-        validation_note=f"validation {validation.get('created', '?')}" + (f", seed {seed}" if seed is not None else ""),
+        validation_note=f"validation {validation.get('created', '?')}"
+        + (f", seed {seed}" if seed is not None else "")
+        + reading,
     )
 
 
@@ -157,8 +181,9 @@ def draw(figures: TrustFigures, path: Path) -> None:
         _errors(blocks_ax, figures.block_measured_ms,
                  [(_summary(figures.block_predicted_ms, figures.block_measured_ms), figures.block_predicted_ms,
                    {"color": "tab:blue"})],
-                 [b for b in (bar, 10.0) if b is not None])  # fmt: skip
-        limits = f" (bar: median ≤ {bar:.3g}%, p95 ≤ 10%)" if bar is not None else ""
+                 [b for b in (bar, figures.block_p95_bar_pct) if b is not None])  # fmt: skip
+        p95 = f"p95 ≤ {figures.block_p95_bar_pct:.3g}%"
+        limits = f" (bar: median ≤ {bar:.3g}%, {p95})" if bar is not None else f" (bar: {p95})"
         blocks_ax.set_title(f"{len(figures.block_measured_ms)} off-grid blocks{limits}", fontsize=9)
     else:
         blocks_ax.set_axis_off()
@@ -180,14 +205,17 @@ def draw(figures: TrustFigures, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    try:
+        write_bytes_atomic(path, buffer.getvalue())
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _draw_levels(ax: Any, figures: TrustFigures) -> None:
     import matplotlib.dates as mdates
 
     low, high = holds_band_pct(figures.answers_at_pct, figures.threshold_pct)
-    ax.axhspan(low, high, color="tab:green", alpha=0.12, label=f"`check` holds ({low:+.1f}% … {high:+.1f}%)")
+    ax.axhspan(low, high, color="tab:green", alpha=0.12, label=f"check holds now ({low:+.1f}% … {high:+.1f}%)")
     ax.axhline(figures.answers_at_pct, color="tab:green", linewidth=1,
                label=f"the table answers at {figures.answers_at_pct:+.2f}%")  # fmt: skip
     markers = {"sweep": ("*", "black"), "validate": ("s", "tab:blue"), "check": ("o", "tab:orange")}
@@ -196,12 +224,15 @@ def _draw_levels(ax: Any, figures: TrustFigures) -> None:
         if chosen:
             ax.scatter([s.at for s in chosen], [s.level_pct for s in chosen], marker=marker, color=color, s=22,
                        label=source, zorder=3)  # fmt: skip
+    if not figures.sessions:
+        ax.text(0.5, 0.5, "no sessions recorded", transform=ax.transAxes, ha="center", va="center", color="gray")
     ax.set_ylabel("latency against the sweep's (%)")
     ax.set_title(f"the machine's level over {len(figures.sessions)} sessions", fontsize=9)
-    locator = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.set_xlabel("UTC")
+    if figures.sessions:
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_xlabel("UTC")
     ax.legend(fontsize=7, loc="best")
 
 

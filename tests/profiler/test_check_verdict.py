@@ -120,7 +120,9 @@ def test_the_report_of_a_stale_table_says_why_and_what_to_do():
 def test_a_stale_report_says_whether_this_level_is_one_the_sessions_reached(level: float, evidence: str):
     from profiler.check import stale_reason
 
-    result = {"level_pct": level, "sessions": {"count": 21, "typical_level_pct": 1.3, "range_pct": [-5.14, 8.77]}}
+    sessions = {"count": 22, "typical_level_pct": 1.3, "range_pct": [-5.14, 8.77], "range_count": 21}
+    result = {"level_pct": level, "sessions": sessions}
     reason = stale_reason(result)
     assert evidence in reason and "-5.14% … +8.77%" in reason and f"{level:+.2f}%" in reason
     assert "check again" in reason and "re-derive" in reason
+    assert "slow hour" not in stale_reason({"level_pct": level, "sessions": {**sessions, "range_pct": None}})

@@ -14,7 +14,7 @@ from lut_server.table_format import read_table, validate_table, write_table
 from lut_server.table_model import MAX_LEVEL_SESSIONS, TableFormatError
 from profiler.calibrate import calibrate_table
 from profiler.check import drift_threshold_pct, verdict_of, wander_pct
-from profiler.level_history import level_spread_pct, record_level, typical_level
+from profiler.level_history import calibrated_level_range_pct, level_spread_pct, record_level, typical_level
 from profiler.validate import store_validation, with_validation
 from tests.table_factory import calibration, make_table_v2
 
@@ -216,3 +216,17 @@ def test_a_bad_session_is_refused_naming_the_field(session: dict, field: str):
         validate_table(make_table_v2() | {"levels": [good | session]})
     with pytest.raises(TableFormatError, match="levels"):
         validate_table(make_table_v2() | {"levels": [good] * (MAX_LEVEL_SESSIONS + 1)})
+
+
+def test_the_range_a_stale_check_compares_with_is_of_the_sessions_the_calibration_saw():
+    doc = with_sessions([-4.0, 2.0, 6.0, -1.0])  # hours 1-4; the sweep's 0 makes five
+    assert calibrated_level_range_pct(doc) == (pytest.approx(-4.0), pytest.approx(6.0), 5)
+    foreign = with_sessions([30.0], device="Other CPU", first_hour=5)
+    doc["levels"] += foreign["levels"]  # another device's session says nothing about this one
+    assert calibrated_level_range_pct(doc)[1] == pytest.approx(6.0)
+    doc["calibration"] = {"fitted": {"created": hour(4)}}
+    record_level(doc, "check", -16.0, 14, DEVICE, created=hour(6))  # after the calibration: a changed machine
+    assert calibrated_level_range_pct(doc) == (pytest.approx(-4.0), pytest.approx(6.0), 5)
+    del doc["calibration"]
+    assert calibrated_level_range_pct(doc) == (pytest.approx(-16.0), pytest.approx(6.0), 6)
+    assert calibrated_level_range_pct(with_sessions([-4.0, 2.0, 6.0])) is None  # four sessions say too little

@@ -67,6 +67,24 @@ def test_the_figures_are_the_validation_as_recorded_and_the_answers_served_now()
     assert trust_figures(validated_table(fitted_on_it=True), "t").served_saw_models
     assert [(s.source, s.level_pct) for s in figures.sessions] == [("sweep", 0.0), ("check", -3.0), ("check", 2.0)]
     assert "seed 7" in figures.validation_note and VALIDATED in figures.validation_note
+    assert (figures.answers_at_pct, figures.threshold_pct) == (0.0, 3.0)  # no level, no recorded wander: the floor
+
+
+def test_the_band_follows_the_calibrations_level_and_spread():
+    doc = validated_table(fitted_on_it=False)
+    doc["calibration"] |= {"level": 1.04, "level_sessions": 9, "level_spread_pct": 7.0}
+    figures = trust_figures(doc, "t")
+    assert figures.answers_at_pct == pytest.approx(4.0)
+    assert figures.threshold_pct == pytest.approx(7.0)
+    assert holds_band_pct(figures.answers_at_pct, figures.threshold_pct) == pytest.approx((104 / 1.07 - 100, 11.28))
+
+
+def test_the_answers_drawn_are_the_tables_now_not_those_recorded_at_validation():
+    doc = validated_table(fitted_on_it=False)
+    for block in doc["validation"]["blocks"]:
+        block["predicted_ms"] *= 2  # as if the table had been read otherwise when it was validated
+    figures = trust_figures(doc, "t")
+    assert signed_error_pct(figures.block_predicted_ms, figures.block_measured_ms) == pytest.approx(BLOCK_ERRORS)
 
 
 def test_an_uncalibrated_table_has_no_served_series():
@@ -105,3 +123,11 @@ def test_the_command_prints_the_path_and_refuses_what_it_cannot_draw(tmp_path: P
     write_table(bare, make_table_v2())
     assert main(["plot", str(bare)]) == 2
     assert "holds no validation to draw" in capsys.readouterr().err
+    broken = validated_table(fitted_on_it=False)
+    del broken["validation"]["blocks"][0]["measured_ms"]
+    write_table(bare, broken)
+    assert main(["plot", str(bare)]) == 2
+    assert "lacks its dims or measurement" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["plot", str(table), "--out", str(tmp_path / "a-file" / "x.png")]) == 2
+    assert "cannot write" in capsys.readouterr().err
