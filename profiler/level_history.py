@@ -4,13 +4,18 @@ A sweep gives a table its scale: every cell is at the speed the machine had duri
 shared VM's speed moves by several percent over hours, so that scale is one draw. Every later session that times
 the table's reference configuration again (each validation; each `check --record`) adds one draw: the machine's
 level then, measured over the table's raw cells. The median of the draws, the sweep counted as level 1, is the
-machine's typical speed. How far a session's level strays from it is the machine's wander over hours; it is
-estimated from the changes between consecutive sessions, not from the sessions' spread around their median,
-because after a lasting change of the machine (a new host, a kernel update) the history holds two machines, and
-their spread would be the change itself: a threshold that allowed it could never detect it. A lasting change is
-one large change among many small ones; a machine that wanders changes between most sessions. `calibrate` stores
-both figures (`calibration.level`, `calibration.level_spread_pct`); `check` judges drift against that level and
-allows that spread, and neither moves until `calibrate` runs again.
+machine's typical speed. How far a session's level strays from it is the machine's wander over hours.
+
+Two estimates of that wander, and the larger is kept. The changes between consecutive sessions estimate it where
+sessions scatter independently, and a lasting change of the machine (a new host, a kernel update) is one large
+change among many small ones, so it does not move their median. But a shared VM also keeps a speed for hours (a
+busy host in the morning, a quiet one in the evening): consecutive sessions then differ little and that estimate
+falls short. So the sessions' own departures from their median count too, over the sessions before the latest
+run of sessions on one side (below, within or above the consecutive estimate around the median): a speed the
+machine has left again is wander it has shown, while the latest run may be a lasting change that has not ended,
+and a threshold that allowed it could never detect it. `calibrate` stores both figures (`calibration.level`,
+`calibration.level_spread_pct`); `check` judges drift against that level and allows that spread, and neither
+moves until `calibrate` runs again.
 """
 
 from __future__ import annotations
@@ -89,15 +94,38 @@ def typical_level(doc: Mapping[str, Any]) -> tuple[float, int]:
     return float(np.exp(median(np.log(levels)))), len(levels)
 
 
+def consecutive_spread(logs: np.ndarray) -> float:
+    """The 90th percentile departure, as a log ratio, from the median change between consecutive sessions."""
+    return P90_PER_MEDIAN_CHANGE * float(np.median(np.abs(np.diff(logs))))
+
+
+def settled_sessions(logs: np.ndarray, band: float) -> np.ndarray:
+    """The sessions before the latest run on one side: each session's side (below, within or above `band` around
+    the median) is read from the median of it and its neighbours, so one session in a burst of load starts no
+    run, and the latest run of equal sides is left out."""
+    middle = float(np.median(logs))
+    smoothed = np.array([np.median(logs[max(0, i - 1) : i + 2]) for i in range(len(logs))])
+    sides = np.where(smoothed > middle + band, 1, np.where(smoothed < middle - band, -1, 0))
+    start = len(sides)
+    while start > 0 and sides[start - 1] == sides[-1]:
+        start -= 1
+    return logs[:start]
+
+
 def level_spread_pct(doc: Mapping[str, Any]) -> float | None:
-    """How far a session's level strays from the typical level, 90th percentile, in percent, estimated from the
-    median change between consecutive sessions (module doc); None for fewer than `MIN_SESSIONS_FOR_SPREAD`
-    sessions. A median of changes, so neither one lasting change nor one session in a burst of load sets it."""
+    """How far a session's level strays from the typical level, 90th percentile, in percent: the larger of the
+    estimate from consecutive changes and the departures of the settled sessions from their median (module doc);
+    None for fewer than `MIN_SESSIONS_FOR_SPREAD` sessions. Neither one lasting change nor one session in a burst
+    of load sets it."""
     levels = session_levels(doc)
     if len(levels) < MIN_SESSIONS_FOR_SPREAD:
         return None
-    changes = np.abs(np.diff(np.log(levels)))
-    return float(100.0 * np.expm1(P90_PER_MEDIAN_CHANGE * float(np.median(changes))))
+    logs = np.log(levels)
+    spread = consecutive_spread(logs)
+    settled = settled_sessions(logs, spread)
+    if len(settled) >= MIN_SESSIONS_FOR_SPREAD:
+        spread = max(spread, float(np.percentile(np.abs(settled - np.median(settled)), 90)))
+    return float(100.0 * np.expm1(spread))
 
 
 def record_level(

@@ -87,6 +87,39 @@ def test_one_burst_among_few_sessions_does_not_set_the_spread():
     assert level_spread_pct(with_sessions([0.3, -0.2, 20.0, 0.1, -0.3])) < 3.0
 
 
+def hours_at(level_pct: float, count: int, rng: np.random.Generator) -> list[float]:
+    """`count` hourly sessions of a machine keeping one speed, each with 0.5% of noise."""
+    return list(level_pct + rng.normal(0.0, 0.5, size=count))
+
+
+def test_a_speed_the_machine_left_again_is_wander_and_one_it_has_not_left_is_not_yet():
+    """A shared VM slow in the morning and fast in the evening: consecutive sessions differ by about 0.7%, so the
+    consecutive estimate alone would call every evening stale. Once the machine has come back from an evening,
+    the evening is wander; while the first evening lasts, it may be a lasting change, and the threshold stays."""
+    rng = np.random.default_rng(5)
+    morning, evening = hours_at(0.0, 12, rng), hours_at(-9.0, 6, rng)
+    first_evening = calibrated_as_now(with_sessions(morning + evening))
+    spread = first_evening["calibration"]["level_spread_pct"]
+    assert spread < 3.0
+    drift = 100.0 * (0.91 / first_evening["calibration"]["level"] - 1.0)
+    assert verdict_of([], [drift, drift], drift_threshold_pct(wander_pct(first_evening))) == "stale"
+
+    next_day = calibrated_as_now(with_sessions(morning + evening + hours_at(0.0, 12, rng)))
+    level = next_day["calibration"]["level"]
+    assert level == pytest.approx(1.0, abs=0.01)
+    assert 8.0 < next_day["calibration"]["level_spread_pct"] < 11.0  # the evening's 9% departure, as a ratio
+    for evening_drift in (100.0 * (0.91 / level - 1.0), 100.0 * (0.92 / level - 1.0)):
+        assert verdict_of([], [evening_drift] * 2, drift_threshold_pct(wander_pct(next_day))) == "holds"
+    assert verdict_of([], [-15.0, -16.0], drift_threshold_pct(wander_pct(next_day))) == "stale"
+
+
+def test_a_burst_in_one_session_starts_no_run_of_its_own():
+    rng = np.random.default_rng(6)
+    steady = hours_at(0.0, 15, rng)
+    with_burst = [*steady[:7], 12.0, *steady[7:], 0.2]
+    assert level_spread_pct(with_sessions(with_burst)) < 2.0
+
+
 def test_sessions_recorded_after_a_lasting_change_do_not_excuse_it_before_or_after_calibrate():
     """A steady machine, calibrated; then it runs 8% slower for good and every hourly `check --record` records
     that. Those sessions are the change itself: they must not widen the threshold, neither before the next
