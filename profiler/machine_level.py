@@ -79,6 +79,8 @@ class LevelledMeasurements:
     count: int = 0
     stages: list[list[tuple[float, ...]]] = field(default_factory=list)
     """Per job and pass: the per-stage medians, for runners that time a pipeline of stages."""
+    reference_stages: list[tuple[float, ...]] = field(default_factory=list)
+    """Per re-time of the reference, in the order of `series`: its per-stage medians."""
 
     def raw(self) -> list[float]:
         return [combine_passes(v) for v in self.values]
@@ -161,4 +163,5 @@ def measure_tracking_level(
         values[i].append(v)
         stages[i].append(stage_events[k])
         levels[i].append((events[before][1] + events[after][1]) / (2 * reference_ms))
-    return LevelledMeasurements(values, levels, series, count, stages)
+    reference_stages = [stage_events[k] for k in reference_positions]
+    return LevelledMeasurements(values, levels, series, count, stages, reference_stages)

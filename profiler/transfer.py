@@ -10,7 +10,8 @@ distribution `validate` judges a table on, each timed once as the sweep times a 
 run gives attention, MLP, stem and head ratios at once. One measurement in ten is a whole random model, which
 calibrates the new table the way validations calibrate a swept one. The table's reference pair is re-timed every
 few runs and every measurement is divided by the machine's level around it, so a VM that speeds up or slows down
-during the transfer does not bend the fitted ratios.
+during the transfer does not bend the fitted ratios. Those re-times also give the reference pair's own cells,
+measured rather than fitted: every level `check` and `validate` take is measured over them.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from lut_server.atomic_file import require_writable
 from lut_server.calibration import MIN_ROWS, CalibrationRow, fit_calibration
 from lut_server.dims import BlockDims, ModelDims
 from lut_server.latency_table import LatencyTable
 from lut_server.table_format import PART_AXES, incomplete_reason, read_table, write_table
 from lut_server.table_identity import content_hash
-from profiler.backends import create_backend
+from profiler.backends import BackendUnavailable, create_backend
 from profiler.environment import utc_now
 from profiler.grids import GridSpec
-from profiler.machine_level import measure_tracking_level, predicted_pair_ms
-from profiler.sweep import LAYOUT, new_table, reference_dims
+from profiler.machine_level import LevelledMeasurements, measure_tracking_level, predicted_pair_ms
+from profiler.sweep import LAYOUT, new_table, plan_combos, reference_dims
 from profiler.timing import Protocol, Runner
 from profiler.transfer_fit import RatioPoint, apply_ratio, fit_ratio
 from profiler.validate import lattice_values, random_blocks, random_models, workload_for_table
@@ -88,6 +90,45 @@ def _ratio_points(
     return points
 
 
+def measured_reference_cells(
+    levelled: LevelledMeasurements, reference_ms: float, parts: list[str], with_model: bool
+) -> dict[str, float]:
+    """Each part at the reference dims as the reference's re-times measured it, at the transfer's median level: every
+    re-time's stages scaled so their pipeline takes `reference_ms`, then the median over re-times (a block part: the
+    mean of the pair's two blocks)."""
+    offset = 1 if with_model else 0
+    scaled = np.array(
+        [np.asarray(st) * reference_ms / s["median_ms"] for st, s in zip(levelled.reference_stages, levelled.series,
+                                                                         strict=True)]
+    )  # fmt: skip
+    cells = {}
+    for k, part in enumerate(BLOCK_STAGES):
+        cells[part] = float(np.median((scaled[:, offset + k] + scaled[:, offset + 3 + k]) / 2))
+    if with_model:
+        for part, column in (("stem", 0), ("head", scaled.shape[1] - 1)):
+            if part in parts:
+                cells[part] = float(np.median(scaled[:, column]))
+    return cells
+
+
+def set_reference_cells(doc: dict[str, Any], reference: BlockDims, cells: Mapping[str, float]) -> dict[str, Any]:
+    """Put the measured reference cells into the new table (its spread scaled with its median); return, per part,
+    the fitted value each replaced and the measured one."""
+    replaced = {}
+    dims = reference.as_dict()
+    for part, value in cells.items():
+        entry = doc["parts"][part]
+        index = tuple(doc["grid"][axis].index(dims[axis]) for axis in entry["axes"])
+        fitted = float(np.asarray(entry["median_ms"], dtype=float)[index])
+        for key in ("median_ms", "p10_ms", "p90_ms"):
+            if entry.get(key) is not None:
+                values = np.array(entry[key], dtype=float)
+                values[index] = round(float(values[index]) * value / fitted, 6)
+                entry[key] = values.tolist()
+        replaced[part] = {"fitted_ms": round(fitted, 6), "measured_ms": round(value, 6)}
+    return replaced
+
+
 def _calibration(doc: dict[str, Any], models: list[ModelDims], measured_ms: list[float]) -> dict[str, Any] | None:
     """The whole-model correction of the new table, fitted on the transfer's models (as `profiler calibrate` fits
     a swept table on its validations' models); later validations add their models to these."""
@@ -119,6 +160,7 @@ def transfer_table(
     source_path, out = Path(source_path), Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it first")
+    require_writable(out)  # before minutes of timing
     source_doc = read_table(source_path)
     if not source_doc["complete"]:
         raise ValueError(f"{incomplete_reason(source_path.name)}; a transfer needs a complete source table")
@@ -129,14 +171,25 @@ def transfer_table(
             "split as attn | mlp is profiled, not transferred)"
         )
     source = LatencyTable(source_doc, source_path.stem, calibrated=False)
+    spec = GridSpec({a: list(v) for a, v in source_doc["grid"].items()}, tuple(source_doc["parts"]))
+    sweep_runs = len(plan_combos(spec))
+    if budget > sweep_runs:
+        raise ValueError(
+            f"--budget {budget} is more runs than one pass of a full sweep of this grid ({sweep_runs}); profile the "
+            "table here instead: a sweep measures every cell"
+        )
     w = source_doc["workload"]
-    backend = create_backend(
-        w["backend"], w["precision"], w.get("threads"), **{**(w.get("options") or {}), **(options or {})}
-    )
+    try:
+        backend = create_backend(
+            w["backend"], w["precision"], w.get("threads"), **{**(w.get("options") or {}), **(options or {})}
+        )
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(
+            f"{source_path.name} is a {w['backend']} table, and `profile --from` times that backend here: {exc}"
+        ) from None
     workload = workload_for_table(source_doc)
     # One pass per configuration: the fit averages over runs, and a second run says more than a second pass.
     protocol = dataclasses.replace(Protocol.from_dict(source_doc["protocol"]), passes=1)
-    spec = GridSpec({a: list(v) for a, v in source_doc["grid"].items()}, tuple(source_doc["parts"]))
     with_model = bool({"stem", "head"} & set(spec.parts))
     rng = random.Random(seed)
     plan = plan_transfer(source, budget, rng)
@@ -169,6 +222,11 @@ def transfer_table(
     for part, points in _ratio_points(source, plan.runs, stages, with_model).items():
         fits[part] = fit_ratio(spec.grid, part, points)
         apply_ratio(doc, part, fits[part]["coef"])
+    fitted_reference = predicted_pair_ms(doc, reference)
+    # The reference pair, re-timed every few runs, is the configuration measured most: its cells are measured, not
+    # fitted. A source table's local error there would otherwise bias every level `check` and `validate` take.
+    cells = measured_reference_cells(levelled, reference_ms, list(spec.parts), with_model)
+    reference_cells = set_reference_cells(doc, reference, cells)
     predicted_reference = predicted_pair_ms(doc, reference)
     reference_series = [s["median_ms"] for s in levelled.series]
     doc["sweep"].update(
@@ -197,6 +255,8 @@ def transfer_table(
                 # The new table's own prediction of the reference pair against the pair timed: a table that
                 # contradicts its reference would mislead `check` and level-normalised validation.
                 "reference_error_pct": round(100 * (predicted_reference - reference_ms) / reference_ms, 3),
+                "reference_error_fitted_pct": round(100 * (fitted_reference - reference_ms) / reference_ms, 3),
+                "reference_cells": reference_cells,
             },
             "records": [
                 {"dims": [a.as_dict(), b.as_dict()], "stage_median_ms": [round(float(v), 6) for v in s]}

@@ -270,6 +270,13 @@ def test_profile_from_builds_a_table_here_from_a_few_runs(tiny_table, tmp_path):
     printed = json.loads(done.stdout)
     assert (printed["runs"], printed["blocks"]) == (3, 6)
     assert moved["device"]["match"] == source["device"]["match"]
+    # the reference pair's cells are what its re-times measured, so the table agrees with the pair it timed most
+    assert set(origin["reference_cells"]) == set(source["parts"])
+    reference = moved["sweep"]["reference"]["dims"]
+    for name, cell in origin["reference_cells"].items():
+        index = tuple(moved["grid"][a].index(reference[a]) for a in moved["parts"][name]["axes"])
+        assert np.asarray(moved["parts"][name]["median_ms"])[index] == pytest.approx(cell["measured_ms"], abs=1e-6)
+    assert abs(origin["reference_error_pct"]) < 5.0
     LatencyTable(moved, "moved").block_latency(np.array([[48.0, 2, 12, 12, 48]]))  # it serves
     again = run_profiler("profile", "--from", tiny_table, "--budget", "3", "--out", out)
     assert again.returncode == 2 and "exists" in again.stderr
