@@ -17,6 +17,7 @@ from lut_server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
 from lut_server.json_logging import log_config
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -40,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="0 to 65535 (default LUT_SERVER_PORT, else 8000)")
     p.add_argument("--workers", type=int, default=None, help="processes (default LUT_SERVER_WORKERS, else 1)")
     p.add_argument("--max-body-bytes", type=int, default=None, help="default LUT_SERVER_MAX_BODY_BYTES, else 32 MiB")
-    p.add_argument("--log-level", default=env.get("LUT_SERVER_LOG_LEVEL", "info"))
+    p.add_argument(
+        "--log-level", default=env.get("LUT_SERVER_LOG_LEVEL", "info"), type=str.lower, choices=LOG_LEVELS,
+        help="default LUT_SERVER_LOG_LEVEL, else info",
+    )  # fmt: skip
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     return p
 
@@ -54,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if getattr(args, flag) is None:
             setattr(args, flag, _env_int(variable, default))
+    if args.log_level not in LOG_LEVELS:  # from LUT_SERVER_LOG_LEVEL: argparse checks only the flag
+        print(
+            f"error: LUT_SERVER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {args.log_level!r}",
+            file=sys.stderr,
+        )
+        return 2
     if args.tables is None:
         print("error: --tables DIR (or LUT_SERVER_TABLES) is required", file=sys.stderr)
         return 2
@@ -72,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.tables.is_dir():
         print(f"error: --tables {args.tables} is a file; it takes the directory of ID.json tables", file=sys.stderr)
+        return 2
+    try:
+        next(os.scandir(args.tables), None)
+    except OSError as exc:
+        print(f"error: cannot read --tables {args.tables}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if args.max_body_bytes < 1024:
+        print(f"error: --max-body-bytes must be at least 1024, got {args.max_body_bytes}", file=sys.stderr)
         return 2
     # Worker processes rebuild the app from the environment, so the flags travel there.
     os.environ["LUT_SERVER_TABLES"] = str(args.tables.resolve())

@@ -52,3 +52,18 @@ def _umask() -> int:
 def write_json_atomic(path: str | Path, payload: Any, indent: int | None = 1) -> None:
     text = json.dumps(payload, indent=indent, allow_nan=False)
     write_bytes_atomic(path, (text + "\n").encode())
+
+
+def require_writable(path: str | Path) -> None:
+    """Fail before hours of timing, not after: `path` can be written atomically (its directory, made if missing,
+    takes a new file, and `path` is not a directory). Raises ValueError naming the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a file name (tables/ID.json)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lut_server.atomic_file import require_writable
 from lut_server.calibration import CalibrationRow, fit_calibration
 from lut_server.dims import AXES, ModelDims
 from lut_server.latency_table import LatencyTable
@@ -75,6 +76,7 @@ def calibrate_table(path: str | Path, steps: str | list[str] | None = None) -> d
     doc = read_table(path)
     if not doc.get("complete"):
         raise ValueError(f"{incomplete_reason(path.name)}; a calibration corrects a whole table")
+    require_writable(path)
     if steps is not None:
         set_steps(doc, steps)
     points = model_points(doc)

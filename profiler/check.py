@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from lut_server.atomic_file import require_writable
 from lut_server.calibration import correction_of
 from lut_server.dims import BlockDims
 from lut_server.table_format import incomplete_reason, read_table, write_table
@@ -217,6 +218,12 @@ def check_table(
     doc = read_table(path)
     if not doc.get("complete"):
         raise ValueError(f"{incomplete_reason(Path(path).name)}; its missing cells cannot be checked")
+    if not ((doc.get("sweep") or {}).get("reference") or {}).get("dims"):
+        raise ValueError(
+            f"{Path(path).name} records no sweep reference; `check` re-times the reference and cells a sweep measured"
+        )
+    if record:
+        require_writable(path)  # before the timing, so the level measured is not lost
     backend, here, mismatches = machine_here(doc)
     result: dict[str, Any] = {
         "table": Path(path).name,

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from lut_server.atomic_file import require_writable
 from lut_server.table_format import BLOCK_PARTS, PART_AXES, TABLE_ID_PATTERN, TableFormatError
 from profiler.backends import BackendUnavailable, backend_names, create_backend
 from profiler.backends.glibc_malloc import ALLOCATORS, default_allocator
@@ -187,6 +188,7 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     warn_about_table_name(args.out)
+    require_writable(args.out)
     if args.passes is not None and (args.passes < 1 or args.from_table is not None):
         raise ValueError(
             f"--passes must be >= 1, got {args.passes}"
@@ -323,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 4
     except (ValueError, FileExistsError, TableFormatError, SweepMismatch, BackendUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written (permissions, a full disk): not a bug to trace
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lut_server.atomic_file import require_writable
 from lut_server.table_compat import compatibility_mismatches
 from lut_server.table_format import TableFormatError, read_table, write_table
 from profiler.environment import utc_now
@@ -58,6 +59,9 @@ def merge_tables(docs: Sequence[Mapping[str, Any]], names: Sequence[str], allow_
     """One table from compatible shards; raises ShardMismatch on differing settings or overlapping runs."""
     if not docs:
         raise ValueError("merge needs at least one shard")
+    for doc, name in zip(docs, names, strict=True):
+        if not isinstance(doc.get("sweep"), Mapping) or "parts" not in doc["sweep"]:
+            raise ShardMismatch(f"{name} records no sweep runs; merge joins the shards of one sweep")
     check_compatible(docs, names)
     spec = spec_of(docs[0])
     passes = int(docs[0]["protocol"].get("passes", 1))
@@ -131,6 +135,7 @@ def _host(doc: Mapping[str, Any]) -> Any:
 def merge_files(paths: Sequence[Path], out: Path, allow_incomplete: bool = False, force: bool = False) -> dict:
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; pass --force to replace it")
+    require_writable(out)
     names = [p.name for p in paths]
     if len(set(map(str, paths))) != len(paths):
         raise ShardMismatch("the same shard file is given twice")

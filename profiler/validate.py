@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from lut_server.atomic_file import require_writable
 from lut_server.calibration import ape_stats
 from lut_server.dims import AXES, BlockDims, BlockWidths, ModelDims
 from lut_server.group_size import DEFAULT_GROUP_SIZE
 from lut_server.latency_table import LatencyTable
-from lut_server.table_format import read_table, write_table
+from lut_server.table_format import MAX_AXIS_VALUE, read_table, write_table
 from profiler.backends import Backend, BackendUnavailable, create_backend
 from profiler.calibration_points import uncalibrated_models
 from profiler.device_match import DeviceMismatch, ensure_same_device
@@ -206,6 +207,7 @@ def validate_table_file(
     calibrated = LatencyTable(doc, path.stem) if doc.get("calibration") else None
     backend = backend_here(doc, "validate")
     forced = bool(ensure_same_device(doc, backend, force, action="validate"))
+    require_writable(path)  # the figures go into the table: fail before the timing, not after
     device_name = backend.environment()["device"]["name"]
     workload = workload_for_table(doc)
     protocol = protocol or Protocol.from_dict(doc["protocol"])
@@ -368,6 +370,14 @@ def with_validation(doc: dict[str, Any], result: dict[str, Any], device: str) ->
     return doc
 
 
+def _within_axis_bound(blocks: list[BlockDims]) -> None:
+    """Widths no table's grid may hold are refused before the backend tries to allocate them."""
+    for b in blocks:
+        for axis, value in b.as_dict().items():
+            if value > MAX_AXIS_VALUE:
+                raise ValueError(f"{axis}={value} is beyond any table's axis (at most {MAX_AXIS_VALUE})")
+
+
 def measure_configs(
     path: str | Path, configs: list[Mapping[str, int]], progress: bool = False, force: bool = False
 ) -> list[float]:
@@ -377,6 +387,7 @@ def measure_configs(
         blocks = [BlockDims.from_mapping(c) for c in configs]
     except (TypeError, ValueError) as exc:
         raise ValueError(f'configs must be a list of {{"emb","heads","qk","v","mlp"}}, integers: {exc}') from None
+    _within_axis_bound(blocks)
     stack = block_stack(doc)
     return _measure_jobs(
         doc, lambda backend, workload: [
@@ -396,6 +407,7 @@ def measure_models(
         raise ValueError(
             f'models must be a list of {{"emb": E, "blocks": [{{"heads","qk","v","mlp"}}, ...]}}: {exc}'
         ) from None
+    _within_axis_bound([block for m in dims for block in m.block_dims()])
     return _measure_jobs(
         doc, lambda backend, workload: [lambda m=m: backend.prepare(*build_model(m, workload)) for m in dims],
         progress, force,
@@ -423,5 +435,12 @@ def _measure_jobs(doc: Mapping[str, Any], make_jobs, progress: bool, force: bool
     protocol = Protocol.from_dict(doc["protocol"])
     jobs = make_jobs(backend, workload)
     with tqdm(total=len(jobs) * max(1, protocol.passes), desc="measure", disable=not progress, file=sys.stderr) as bar:
-        values, _ = measure_in_passes(jobs, protocol, random.Random(0), on_measured=lambda: bar.update(1))
+        try:
+            values, _ = measure_in_passes(jobs, protocol, random.Random(0), on_measured=lambda: bar.update(1))
+        except MemoryError as exc:
+            raise ValueError(f"this machine cannot hold one of the given configurations: {exc}") from None
+        except RuntimeError as exc:
+            if "allocate" not in str(exc):
+                raise
+            raise ValueError(f"this machine cannot hold one of the given configurations: {str(exc)[:200]}") from None
     return values

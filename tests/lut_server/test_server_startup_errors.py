@@ -82,3 +82,17 @@ def test_an_empty_directory_starts_and_the_warning_says_how_tables_can_arrive(tm
     (empty,) = [json.loads(line) for line in started.stderr.splitlines() if "no tables in" in line]
     assert empty["level"] == "warning" and empty["msg"] == f"no tables in {tmp_path}: {says}"
     assert never not in empty["msg"]
+
+
+def test_an_unknown_log_level_is_refused_from_the_flag_and_from_the_environment(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--tables", str(tmp_path), "--log-level", "bogus"])
+    assert stopped.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
+    monkeypatch.setenv("LUT_SERVER_LOG_LEVEL", "bogus")
+    assert main(["--tables", str(tmp_path)]) == 2
+    assert "LUT_SERVER_LOG_LEVEL must be one of critical, error, warning, info, debug" in capsys.readouterr().err
+
+
+def test_a_body_limit_below_the_floor_names_the_flag(tmp_path, capsys):
+    assert main(["--tables", str(tmp_path), "--max-body-bytes", "5"]) == 2
+    assert "--max-body-bytes must be at least 1024, got 5" in capsys.readouterr().err

@@ -57,6 +57,8 @@ def test_block_dims_need_exactly_the_five_integer_axes():
         ("--configs", [{"emb": 48, "heads": 1, "qk": 8, "v": 8, "mlp": 32, "foo": 1}], "unknown foo"),
         ("--configs", [], "non-empty JSON list"),
         ("--models", [{"emb": 48.9, "blocks": [{"heads": 1, "qk": 8, "v": 8, "mlp": 32}]}], "got 48.9"),
+        ("--configs", [{"emb": 10**9, "heads": 1, "qk": 8, "v": 8, "mlp": 32}], "emb=1000000000 is beyond any table"),
+        ("--models", [{"emb": 10**22, "blocks": [{"heads": 1, "qk": 8, "v": 8, "mlp": 32}]}], "beyond any table"),
     ],
 )
 def test_measure_refuses_bad_dims_with_one_error_line(tmp_path, flag, items, message):
@@ -222,3 +224,37 @@ def test_block_parts_the_backend_splits_otherwise_are_replaced_with_a_warning(tm
     assert done.returncode == 0, done.stderr
     assert "grid's block parts ['block'] are replaced by those" in done.stderr
     assert sorted(json.loads(out.read_text())["parts"]) == ["attn_qk", "attn_v", "head", "mlp", "stem"]
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_timing(tmp_path):
+    table = tmp_path / "t.json"
+    write_table(table, make_table())
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    (tmp_path / "out").mkdir()
+    for args, message in (
+        (("profile", "--out", tmp_path / "out", "--quick"), "is a directory"),
+        (("profile", "--from", table, "--budget", "3", "--out", a_file / "moved.json"), "cannot write"),
+        (("merge", table, "--out", tmp_path / "out", "--force"), "is a directory"),
+    ):
+        done = run_profiler(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert message in done.stderr
+
+
+def test_a_budget_beyond_a_full_sweep_is_refused(tmp_path):
+    table = tmp_path / "t.json"
+    write_table(table, make_table())
+    done = run_profiler("profile", "--from", table, "--budget", "1000000000", "--out", tmp_path / "moved.json")
+    assert done.returncode == 2 and "more runs than one pass of a full sweep of this grid" in done.stderr
+
+
+def test_a_table_without_a_sweep_cannot_be_checked_or_merged(tmp_path):
+    doc = validate_table(make_table())
+    doc["sweep"] = None
+    table = tmp_path / "made.json"
+    write_table(table, doc)
+    checked = run_profiler("check", table)
+    assert checked.returncode == 2 and "records no sweep reference" in checked.stderr
+    merged = run_profiler("merge", table, "--out", tmp_path / "m.json")
+    assert merged.returncode == 2 and "records no sweep runs" in merged.stderr
