@@ -104,6 +104,8 @@ class PruneOptions:
         for name in ("epochs", "batch_size", "prune_every", "groups_per_step", "image_size", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.retry_minutes >= 0:
+            raise ValueError(f"--retry-minutes must be >= 0, got {self.retry_minutes}")
         if self.eval_images < 0:
             raise ValueError(f"--eval-images must be >= 0, got {self.eval_images}")
         if self.out.exists() and not self.out.is_dir():

@@ -258,3 +258,15 @@ def test_a_table_without_a_sweep_cannot_be_checked_or_merged(tmp_path):
     assert checked.returncode == 2 and "records no sweep reference" in checked.stderr
     merged = run_profiler("merge", table, "--out", tmp_path / "m.json")
     assert merged.returncode == 2 and "records no sweep runs" in merged.stderr
+
+
+def test_upload_refuses_a_timeout_or_a_server_it_could_never_use(tmp_path, monkeypatch):
+    table = tmp_path / "t.json"
+    write_table(table, make_table())
+    monkeypatch.setenv("LUT_SERVER_TOKEN", "a-token")
+    for args, message in (
+        (("--server", "http://127.0.0.1:9", "--timeout", "-1"), "--timeout must be > 0 seconds"),
+        (("--server", "notaurl"), "--server takes a base URL"),
+    ):
+        done = run_profiler("upload", table, *args)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

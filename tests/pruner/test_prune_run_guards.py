@@ -63,6 +63,7 @@ def one_error_line(capsys) -> str:
         (("--targets", ",,"), "--targets"),
         (("--target", "0.5", "--device", "meta"), "--device"),
         (("--target", "0.5", "--eval-images", "-1"), "--eval-images"),
+        (("--target", "0.5", "--retry-minutes", "-1"), "--retry-minutes"),
     ],
 )
 def test_bad_numbers_and_devices_are_one_error_line_before_training(workspace, tmp_path, capsys, extra, named):
