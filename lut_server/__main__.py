@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot read --tables {args.tables}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if args.max_body_bytes < 1024:
-        print(f"error: --max-body-bytes must be at least 1024, got {args.max_body_bytes}", file=sys.stderr)
+        print(
+            f"error: --max-body-bytes (or LUT_SERVER_MAX_BODY_BYTES) must be at least 1024, got {args.max_body_bytes}",
+            file=sys.stderr,
+        )
         return 2
     # Worker processes rebuild the app from the environment, so the flags travel there.
     os.environ["LUT_SERVER_TABLES"] = str(args.tables.resolve())

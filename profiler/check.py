@@ -52,6 +52,7 @@ from profiler.level_history import calibrated_level_range_pct, record_level, typ
 from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
 from profiler.timing import Protocol, measure
+from profiler.transfer import default_budget
 from profiler.validate import backend_for_table, workload_for_table
 from profiler.workload import block_stages_of, build_pipeline
 
@@ -218,13 +219,15 @@ def check_table(
     doc = read_table(path)
     if not doc.get("complete"):
         raise ValueError(f"{incomplete_reason(Path(path).name)}; its missing cells cannot be checked")
-    if not ((doc.get("sweep") or {}).get("reference") or {}).get("dims"):
-        raise ValueError(
-            f"{Path(path).name} records no sweep reference; `check` re-times the reference and cells a sweep measured"
-        )
-    if record:
-        require_writable(path)  # before the timing, so the level measured is not lost
     backend, here, mismatches = machine_here(doc)
+    if backend is not None and not mismatches:  # on the table's device: re-timing follows
+        if not ((doc.get("sweep") or {}).get("reference") or {}).get("dims"):
+            raise ValueError(
+                f"{Path(path).name} records no sweep reference; `check` re-times the reference and cells a sweep "
+                "measured"
+            )
+        if record:
+            require_writable(path)  # before the timing, so the level measured is not lost
     result: dict[str, Any] = {
         "table": Path(path).name,
         "device_match": not mismatches,
@@ -282,13 +285,14 @@ def check_table(
         result["recorded"] = True
     result["exit_code"] = EXIT_CODES[result["verdict"]]
     result["backend_runs_here"] = backend is not None  # a table re-derived here needs its backend to run here
-    result["next"] = None if result["verdict"] == "holds" or backend is None else refresh_command(Path(path))
+    result["next"] = None if result["verdict"] == "holds" or backend is None else refresh_command(Path(path), doc)
     return result
 
 
-def refresh_command(path: Path) -> str:
+def refresh_command(path: Path, doc: Mapping[str, Any]) -> str:
     """What fixes a table that does not hold here: the same table re-derived for this machine from a few runs."""
-    return f"python -m profiler profile --from {path} --budget 100 --out {path.with_name(path.stem + '-here.json')}"
+    out = path.with_name(path.stem + "-here.json")
+    return f"python -m profiler profile --from {path} --budget {default_budget(doc)} --out {out}"
 
 
 def format_report(result: Mapping[str, Any]) -> str:

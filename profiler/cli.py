@@ -41,7 +41,8 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         "--budget",
         type=int,
         default=None,
-        help="with --from: configurations timed here, runs and whole models (default 100)",
+        help="with --from: configurations timed here, runs and whole models (default 100, or a full sweep's runs on "
+        "a grid so small that it times fewer)",
     )
     p.add_argument("--out", required=True, type=Path, help="tables/ID.json")
     p.add_argument("--resume", action="store_true", help="continue a killed sweep of the same settings")
@@ -139,7 +140,6 @@ EXTENSION_MODULES = (
 
 
 PROFILE_DEFAULTS = {"backend": "torch-cpu", "batch": 1, "tokens": 197, "precision": "fp32", "grid": "default"}
-DEFAULT_BUDGET = 100
 
 
 def warn_about_table_name(out: Path) -> None:
@@ -158,8 +158,7 @@ def cmd_profile_from(args: argparse.Namespace) -> int:
     if given:
         raise ValueError(f"--from takes the backend, workload and grid from the source table; drop {', '.join(given)}")
     options = {"allocator": args.allocator} if args.allocator else {}
-    budget = DEFAULT_BUDGET if args.budget is None else args.budget
-    doc = transfer_table(args.from_table, args.out, budget, options, progress=not args.no_progress, seed=args.seed)
+    doc = transfer_table(args.from_table, args.out, args.budget, options, progress=not args.no_progress, seed=args.seed)
     s = doc["sweep"]
     fits = s["derived_from"]["fits"]
     print(

@@ -10,12 +10,14 @@ Two estimates of that wander, and the larger is kept. The changes between consec
 sessions scatter independently, and a lasting change of the machine (a new host, a kernel update) is one large
 change among many small ones, so it does not move their median. But a shared VM also keeps a speed for hours (a
 busy host in the morning, a quiet one in the evening): consecutive sessions then differ little and that estimate
-falls short. So the sessions' own departures from their median count too, over the sessions before the latest
-run of sessions on one side (below, within or above the consecutive estimate around the median): a speed the
-machine has left again is wander it has shown, while the latest run may be a lasting change that has not ended,
-and a threshold that allowed it could never detect it. `calibrate` stores both figures (`calibration.level`,
-`calibration.level_spread_pct`); `check` judges drift against that level and allows that spread, and neither
-moves until `calibrate` runs again.
+falls short. So the sessions' own departures from the typical level count too, each session read as the median
+of it and its neighbours (one session in a burst of load vanishes, a speed kept for two sessions stays), over the
+sessions before the latest run of sessions on one side (below, within or above the consecutive estimate around
+the typical level): a speed the machine has left again is wander it has shown, while the latest run may be a
+lasting change that has not ended, and a threshold that allowed it could never detect it.
+
+`calibrate` stores both figures (`calibration.level`, `calibration.level_spread_pct`); `check` judges drift
+against that level and allows that spread, and neither moves until `calibrate` runs again.
 """
 
 from __future__ import annotations
@@ -99,22 +101,31 @@ def consecutive_spread(logs: np.ndarray) -> float:
     return P90_PER_MEDIAN_CHANGE * float(np.median(np.abs(np.diff(logs))))
 
 
+def running_median(logs: np.ndarray) -> np.ndarray:
+    """Each session as the median of it and its neighbours (at either end, of the three nearest), so one session in a
+    burst of load vanishes and a speed kept for two sessions or more stays."""
+    if len(logs) < 3:
+        return logs.copy()
+    return np.array([np.median(logs[min(max(i - 1, 0), len(logs) - 3) :][:3]) for i in range(len(logs))])
+
+
 def settled_sessions(logs: np.ndarray, band: float) -> np.ndarray:
-    """The sessions before the latest run on one side: each session's side (below, within or above `band` around
-    the median) is read from the median of it and its neighbours, so one session in a burst of load starts no
-    run, and the latest run of equal sides is left out."""
+    """The sessions before the latest run on one side, as their running median: each session's side (below, within
+    or above `band` around the median) is read from the running median, and the latest run of equal sides is left
+    out."""
     middle = float(np.median(logs))
-    smoothed = np.array([np.median(logs[max(0, i - 1) : i + 2]) for i in range(len(logs))])
+    smoothed = running_median(logs)
     sides = np.where(smoothed > middle + band, 1, np.where(smoothed < middle - band, -1, 0))
     start = len(sides)
     while start > 0 and sides[start - 1] == sides[-1]:
         start -= 1
-    return logs[:start]
+    return smoothed[:start]
 
 
 def level_spread_pct(doc: Mapping[str, Any]) -> float | None:
     """How far a session's level strays from the typical level, 90th percentile, in percent: the larger of the
-    estimate from consecutive changes and the departures of the settled sessions from their median (module doc);
+    estimate from consecutive changes and the departures of the settled sessions (as their running median) from the
+    median of all sessions, the typical level `check` compares with (module doc);
     None for fewer than `MIN_SESSIONS_FOR_SPREAD` sessions. Neither one lasting change nor one session in a burst
     of load sets it."""
     levels = session_levels(doc)
@@ -124,7 +135,7 @@ def level_spread_pct(doc: Mapping[str, Any]) -> float | None:
     spread = consecutive_spread(logs)
     settled = settled_sessions(logs, spread)
     if len(settled) >= MIN_SESSIONS_FOR_SPREAD:
-        spread = max(spread, float(np.percentile(np.abs(settled - np.median(settled)), 90)))
+        spread = max(spread, float(np.percentile(np.abs(settled - np.median(logs)), 90)))
     return float(100.0 * np.expm1(spread))
 
 

@@ -60,8 +60,18 @@ def merge_tables(docs: Sequence[Mapping[str, Any]], names: Sequence[str], allow_
     if not docs:
         raise ValueError("merge needs at least one shard")
     for doc, name in zip(docs, names, strict=True):
-        if not isinstance(doc.get("sweep"), Mapping) or "parts" not in doc["sweep"]:
-            raise ShardMismatch(f"{name} records no sweep runs; merge joins the shards of one sweep")
+        sweep = doc.get("sweep")
+        runs = sweep.get("records") if isinstance(sweep, Mapping) else None
+        if (
+            not isinstance(sweep, Mapping)
+            or "parts" not in sweep
+            or not isinstance(runs, list)
+            or any(not isinstance(r, Mapping) or "pass" not in r or "combo" not in r for r in runs)
+        ):
+            raise ShardMismatch(
+                f"{name} records no sweep runs (made without a sweep, or by `profile --from`); merge joins the shards "
+                "of one sweep"
+            )
     check_compatible(docs, names)
     spec = spec_of(docs[0])
     passes = int(docs[0]["protocol"].get("passes", 1))

@@ -44,9 +44,23 @@ from profiler.validate import lattice_values, random_blocks, random_models, work
 from profiler.workload import BLOCK_STAGES, build_model, build_pipeline
 
 TRANSFER_LAYOUT = f"{LAYOUT}+transfer"
+DEFAULT_BUDGET = 100
 MODEL_EVERY = 10
 """One measurement in this many is a whole model (used only when that gives enough models to calibrate on)."""
 MODEL_DEPTH = 12
+
+
+def full_sweep_runs(doc: Mapping[str, Any]) -> int:
+    """About how many pipeline runs a full sweep of the table's grid times: two grid combinations per run, in every
+    pass of its protocol."""
+    spec = GridSpec({a: list(v) for a, v in doc["grid"].items()}, tuple(doc["parts"]))
+    passes = max(1, int(doc["protocol"].get("passes", 1)))
+    return passes * -(-len(plan_combos(spec)) // 2)
+
+
+def default_budget(doc: Mapping[str, Any]) -> int:
+    """`DEFAULT_BUDGET` runs, or a full sweep's on a grid so small that it times fewer."""
+    return min(DEFAULT_BUDGET, full_sweep_runs(doc))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,12 +165,13 @@ def _calibration(doc: dict[str, Any], models: list[ModelDims], measured_ms: list
 def transfer_table(
     source_path: str | Path,
     out: str | Path,
-    budget: int,
+    budget: int | None,
     options: Mapping[str, Any] | None = None,
     progress: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Measure `budget` configurations here, fit the per-part ratios, write the new table (atomically), return it."""
+    """Measure `budget` configurations here (None: `default_budget`), fit the per-part ratios, write the new table
+    (atomically), return it."""
     source_path, out = Path(source_path), Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it first")
@@ -172,11 +187,13 @@ def transfer_table(
         )
     source = LatencyTable(source_doc, source_path.stem, calibrated=False)
     spec = GridSpec({a: list(v) for a, v in source_doc["grid"].items()}, tuple(source_doc["parts"]))
-    sweep_runs = len(plan_combos(spec))
-    if budget > sweep_runs:
+    sweep_runs = full_sweep_runs(source_doc)
+    if budget is None:
+        budget = default_budget(source_doc)
+    elif budget > sweep_runs:
         raise ValueError(
-            f"--budget {budget} is more runs than one pass of a full sweep of this grid ({sweep_runs}); profile the "
-            "table here instead: a sweep measures every cell"
+            f"--budget {budget} is more runs than a full sweep of this grid times (about {sweep_runs}: two grid "
+            "combinations per run, every pass); profile the table here instead: a sweep measures every cell"
         )
     w = source_doc["workload"]
     try:

@@ -31,7 +31,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         return 2
     if not args.timeout > 0:
         raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    if not args.server.startswith(("http://", "https://")):
+    if not args.server.lower().startswith(("http://", "https://")):
         raise ValueError(f"--server takes a base URL such as http://127.0.0.1:8000, got {args.server!r}")
     table_id = check_table_id(args.id or args.table.stem)
     data = read_table(args.table)  # validate locally first: a clear error without a round trip

@@ -95,4 +95,4 @@ def test_an_unknown_log_level_is_refused_from_the_flag_and_from_the_environment(
 
 def test_a_body_limit_below_the_floor_names_the_flag(tmp_path, capsys):
     assert main(["--tables", str(tmp_path), "--max-body-bytes", "5"]) == 2
-    assert "--max-body-bytes must be at least 1024, got 5" in capsys.readouterr().err
+    assert "--max-body-bytes (or LUT_SERVER_MAX_BODY_BYTES) must be at least 1024, got 5" in capsys.readouterr().err

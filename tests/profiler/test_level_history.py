@@ -92,32 +92,41 @@ def hours_at(level_pct: float, count: int, rng: np.random.Generator) -> list[flo
     return list(level_pct + rng.normal(0.0, 0.5, size=count))
 
 
-def test_a_speed_the_machine_left_again_is_wander_and_one_it_has_not_left_is_not_yet():
-    """A shared VM slow in the morning and fast in the evening: consecutive sessions differ by about 0.7%, so the
-    consecutive estimate alone would call every evening stale. Once the machine has come back from an evening,
-    the evening is wander; while the first evening lasts, it may be a lasting change, and the threshold stays."""
-    rng = np.random.default_rng(5)
-    morning, evening = hours_at(0.0, 12, rng), hours_at(-9.0, 6, rng)
-    first_evening = calibrated_as_now(with_sessions(morning + evening))
-    spread = first_evening["calibration"]["level_spread_pct"]
-    assert spread < 3.0
-    drift = 100.0 * (0.91 / first_evening["calibration"]["level"] - 1.0)
-    assert verdict_of([], [drift, drift], drift_threshold_pct(wander_pct(first_evening))) == "stale"
+def holding(doc: dict, levels_pct: list[float]) -> int:
+    """How many checks at these levels (against the sweep) `check` would call `holds` on the calibrated table."""
+    level, threshold = doc["calibration"]["level"], drift_threshold_pct(wander_pct(doc))
+    drifts = [100.0 * ((1.0 + v / 100.0) / level - 1.0) for v in levels_pct]
+    return sum(verdict_of([], [d, d], threshold) == "holds" for d in drifts)
 
-    next_day = calibrated_as_now(with_sessions(morning + evening + hours_at(0.0, 12, rng)))
-    level = next_day["calibration"]["level"]
-    assert level == pytest.approx(1.0, abs=0.01)
-    assert 8.0 < next_day["calibration"]["level_spread_pct"] < 11.0  # the evening's 9% departure, as a ratio
-    for evening_drift in (100.0 * (0.91 / level - 1.0), 100.0 * (0.92 / level - 1.0)):
-        assert verdict_of([], [evening_drift] * 2, drift_threshold_pct(wander_pct(next_day))) == "holds"
-    assert verdict_of([], [-15.0, -16.0], drift_threshold_pct(wander_pct(next_day))) == "stale"
+
+def test_a_speed_the_machine_left_again_is_wander_and_one_it_has_not_left_is_not_yet():
+    """A shared VM at its usual speed by day and 9% faster for an evening: consecutive sessions differ by about 0.7%,
+    so the consecutive estimate alone would call every evening check stale. While the first evening lasts, it may
+    be a lasting change, and the threshold stays; once the machine has come back from it, the evening is wander,
+    and the threshold holds the machine's sessions nine times in ten, as `check` promises."""
+    rng = np.random.default_rng(5)
+    morning, evening, next_day = hours_at(0.0, 12, rng), hours_at(-9.0, 6, rng), hours_at(0.0, 12, rng)
+    first_evening = calibrated_as_now(with_sessions(morning + evening))
+    assert first_evening["calibration"]["level_spread_pct"] < 3.0
+    assert holding(first_evening, evening) == 0
+
+    returned = calibrated_as_now(with_sessions(morning + evening + next_day))
+    assert returned["calibration"]["level"] == pytest.approx(1.0, abs=0.01)
+    assert 8.0 < returned["calibration"]["level_spread_pct"] < 11.0  # the evening's 9% departure, as a ratio
+    every_session = morning + evening + next_day
+    assert holding(returned, every_session) >= 0.9 * len(every_session)
+    assert holding(returned, morning + next_day) == len(morning + next_day)
+    assert holding(returned, [-8.0, -7.5]) == 2  # an evening a little milder than the first
+    assert holding(returned, [-15.0, -16.0]) == 0
 
 
 def test_a_burst_in_one_session_starts_no_run_of_its_own():
     rng = np.random.default_rng(6)
     steady = hours_at(0.0, 15, rng)
-    with_burst = [*steady[:7], 12.0, *steady[7:], 0.2]
-    assert level_spread_pct(with_sessions(with_burst)) < 2.0
+    for at in (0, 7, len(steady) - 1, len(steady)):  # the first, one in the middle, the one before the last, the last
+        with_burst = [*steady[:at], 12.0, *steady[at:]]
+        assert level_spread_pct(with_sessions(with_burst)) < 2.0, at
+    assert level_spread_pct(with_sessions([0.3, -0.2, 0.1, 20.0, -0.3])) < 2.0  # a burst among five sessions
 
 
 def test_sessions_recorded_after_a_lasting_change_do_not_excuse_it_before_or_after_calibrate():

@@ -75,7 +75,8 @@ def test_a_table_made_slower_is_stale(tiny_table, tmp_path):
     result = json.loads(done.stdout)
     assert result["drift_pct"] < -40  # measured ~1/3 of the table: about -67%
     assert (done.returncode, result["verdict"]) == (3, "stale"), result["threshold_pct"]
-    assert result["next"].startswith(f"python -m profiler profile --from {tmp_path / 'slow.json'} --budget 100 --out ")
+    # the tiny grid's one-pass sweep times 4 runs, fewer than the default budget of 100: the fix asks for those
+    assert result["next"].startswith(f"python -m profiler profile --from {tmp_path / 'slow.json'} --budget 4 --out ")
 
 
 @pytest.mark.slow
@@ -112,7 +113,7 @@ def test_one_altered_isa_flag_makes_the_table_different_and_measure_refuses_it(t
     done = run_profiler("check", other)
     assert done.returncode == 4
     assert "device.match.cpu.isa.avx2: table" in done.stdout and "verdict different" in done.stdout
-    assert f"next    python -m profiler profile --from {other} --budget 100" in done.stdout
+    assert f"next    python -m profiler profile --from {other} --budget 4" in done.stdout
 
     configs = tmp_path / "configs.json"
     configs.write_text(json.dumps([{"emb": 48, "heads": 2, "qk": 8, "v": 16, "mlp": 48}]))
@@ -253,6 +254,14 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
     assert compared["blocks"]["signed_median_pct"] == pytest.approx(expected, abs=0.02)
     mine, theirs = report["level_normalised"]["blocks"], compared["level_normalised"]["blocks"]
     assert theirs["median_ape_pct"] == pytest.approx(mine["median_ape_pct"], abs=0.01)  # relative shape is the same
+
+
+def test_a_table_of_this_device_without_a_sweep_reference_is_refused_by_check(tiny_table, tmp_path):
+    def no_sweep(doc):
+        doc["sweep"] = None
+
+    done = run_profiler("check", copy_with(tiny_table, tmp_path / "made.json", no_sweep), "--record")
+    assert done.returncode == 2 and "records no sweep reference" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.slow

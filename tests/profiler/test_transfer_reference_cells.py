@@ -7,7 +7,7 @@ import pytest
 
 from lut_server.dims import BlockDims
 from profiler.machine_level import LevelledMeasurements, predicted_pair_ms
-from profiler.transfer import measured_reference_cells, set_reference_cells
+from profiler.transfer import default_budget, full_sweep_runs, measured_reference_cells, set_reference_cells
 from tests.table_factory import make_table_v2
 
 REFERENCE_STAGES = (0.5, 1.0, 0.8, 3.0, 1.2, 0.6, 3.2, 0.2)
@@ -57,3 +57,14 @@ def test_setting_the_cells_moves_the_reference_pair_and_no_other_cell():
     with_model = {"stem", "head"} & set(doc["parts"])
     expected = 2 * 4.5 + sum(float(before[p][doc["grid"]["emb"].index(reference.emb)]) for p in with_model)
     assert predicted_pair_ms(doc, reference) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_default_budget_is_a_hundred_runs_or_a_full_sweeps_on_a_small_grid():
+    tiny = make_table_v2(grid={"emb": [32, 64], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [32, 64]})
+    tiny["protocol"]["passes"] = 2  # 8 grid combinations, two per run: 4 runs a pass
+    assert (full_sweep_runs(tiny), default_budget(tiny)) == (8, 8)
+    tiny["protocol"]["passes"] = 1
+    assert (full_sweep_runs(tiny), default_budget(tiny)) == (4, 4)
+    wide = make_table_v2(grid={**tiny["grid"], "emb": list(range(32, 545, 32)), "heads": [1, 2, 3, 4, 6]})
+    wide["protocol"]["passes"] = 2
+    assert full_sweep_runs(wide) > 100 and default_budget(wide) == 100
