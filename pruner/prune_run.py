@@ -308,9 +308,6 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
             raise ValueError(f"{out} already holds a run's checkpoint; use --resume to continue it, or another --out")
         checkpoint_state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
         _check_resume_options(checkpoint_state.get("options"), opts.run_defining(), out)
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        _remove_stale_temporaries(out)
     torch.manual_seed(opts.seed)
     train = ImageFolderSplit(opts.data / "train", opts.image_size)
     val = ImageFolderSplit(opts.data / "val", opts.image_size, classes=train.classes)
@@ -331,6 +328,9 @@ def run_prune(opts: PruneOptions) -> dict[str, Any]:
         local = _latency_source(opts) if rank == 0 else None
         served = decide_on_rank0(lambda: source_summary(local))
         source = local if rank == 0 else SummaryOnlySource(served)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data, the model and the latency source are sound
+    if rank == 0:
+        _remove_stale_temporaries(out)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
 

@@ -149,6 +149,7 @@ def test_an_empty_training_class_folder_is_refused_by_name(workspace, tmp_path, 
     (data / "train" / "class9" / "README.txt").write_text("not an image")
     assert main(args(data, table, tmp_path / "out", "--target", "0.05")) == 2
     assert "class9" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()  # a run refused on its inputs leaves no empty --out behind
 
 
 @pytest.mark.slow
