@@ -50,10 +50,15 @@ MODEL_EVERY = 10
 MODEL_DEPTH = 12
 
 
+def grid_spec(doc: Mapping[str, Any]) -> GridSpec:
+    """The grid and parts a table holds (a transfer's source need not record a sweep)."""
+    return GridSpec({a: list(v) for a, v in doc["grid"].items()}, tuple(doc["parts"]))
+
+
 def full_sweep_runs(doc: Mapping[str, Any]) -> int:
     """About how many pipeline runs a full sweep of the table's grid times: two grid combinations per run, in every
     pass of its protocol."""
-    spec = GridSpec({a: list(v) for a, v in doc["grid"].items()}, tuple(doc["parts"]))
+    spec = grid_spec(doc)
     passes = max(1, int(doc["protocol"].get("passes", 1)))
     return passes * -(-len(plan_combos(spec)) // 2)
 
@@ -186,7 +191,7 @@ def transfer_table(
             "split as attn | mlp is profiled, not transferred)"
         )
     source = LatencyTable(source_doc, source_path.stem, calibrated=False)
-    spec = GridSpec({a: list(v) for a, v in source_doc["grid"].items()}, tuple(source_doc["parts"]))
+    spec = grid_spec(source_doc)
     sweep_runs = full_sweep_runs(source_doc)
     if budget is None:
         budget = default_budget(source_doc)
