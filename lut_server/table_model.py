@@ -256,7 +256,7 @@ class Calibration(_Sparse):
     before: ErrorFigures
     after: ErrorFigures = Field(description="cross-validated on held-out models")
     cross_validation: dict[str, Percent] = Field(
-        default_factory=dict, description="leave-one-out RMS relative error of every form, in percent"
+        default_factory=dict, description="leave-one-out mean absolute relative error of every form, in percent"
     )
     cross_validation_bound: Percent | None = Field(
         default=None, description="the lowest error plus one standard error: the simplest form within it is kept"

@@ -108,3 +108,23 @@ def test_a_uniform_bias_in_noisy_models_is_corrected_by_one_scale_not_six_parame
         chosen.append(fit_calibration(rows)["form"])
     # The richer forms win leave-one-out by chance in about a third of these; within one standard error they lose.
     assert chosen == ["scale"] * 16, chosen
+
+
+def test_one_model_timed_in_a_burst_does_not_keep_a_bias_every_other_model_shows():
+    table = LatencyTable(make_table(), "synthetic", calibrated=False)
+    chosen = []
+    for seed in range(6):  # eleven models 4% slower than the table (1% noise), one 30% slower: a burst of load
+        rng = np.random.default_rng(seed)
+        models = random_models(12, 4, seed=seed)
+        slower = [1.04 * (1 + 0.01 * rng.standard_normal()) for _ in models]
+        slower[5] = 1.30
+        rows = [
+            CalibrationRow(table.raw_part_sums(m), m.depth, f * table.model_latency(m))
+            for m, f in zip(models, slower, strict=True)
+        ]
+        calibration = fit_calibration(rows)
+        chosen.append(calibration["form"])
+        assert calibration["before"]["median_ape_pct"] > 3.5
+        assert calibration["after"]["median_ape_pct"] < 2.0
+    # Chosen by squared error, the one model outweighs the rest and all six keep the uncorrected table.
+    assert chosen == ["scale"] * 6, chosen
