@@ -126,3 +126,35 @@ def test_a_stale_report_says_whether_this_level_is_one_the_sessions_reached(leve
     assert evidence in reason and "-5.14% … +8.77%" in reason and f"{level:+.2f}%" in reason
     assert "check again" in reason and "re-derive" in reason
     assert "slow hour" not in stale_reason({"level_pct": level, "sessions": {**sessions, "range_pct": None}})
+
+
+def test_a_table_that_holds_on_one_pass_says_why_the_median_beyond_the_threshold_did_not_make_it_stale():
+    from profiler.check import format_report, verdict_of
+
+    result = {
+        "table": "t.json",
+        "device": {"table": "cpu", "here": "cpu"},
+        "fingerprint": {"device": {}, "software": {}},
+        "mismatches": [],
+        "points": [],
+        "drift_pct": 13.58,
+        "pass_drift_pct": [14.9, 4.1],
+        "noise_pct": 1.9,
+        "wander_pct": 9.28,
+        "threshold_pct": 9.28,
+        "level_pct": 11.0,
+        "table_level_pct": -2.25,
+        "sessions": {"count": 38, "typical_level_pct": -2.25},
+        "verdict": verdict_of([], [14.9, 4.1], 9.28),
+        "exit_code": 0,
+        "next": None,
+    }
+    assert result["verdict"] == "holds"
+    why = [line for line in format_report(result).splitlines() if line.startswith("why")]
+    assert why and "pass +4.10% lay within it" in why[0] and "check again" in why[0]
+    both_sides = {**result, "pass_drift_pct": [14.9, -12.0], "verdict": verdict_of([], [14.9, -12.0], 9.28)}
+    assert both_sides["verdict"] == "holds"
+    assert "both sides" in format_report(both_sides)
+    within = {**result, "drift_pct": 5.0, "pass_drift_pct": [4.0, 6.0]}
+    assert not any(line.startswith("why") for line in format_report(within).splitlines())
+    assert verdict_of([], [14.9, 10.0], 9.28) == "stale" and verdict_of([], [-9.0, -10.0], 9.28) == "stale"
