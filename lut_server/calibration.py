@@ -14,8 +14,11 @@ not pin down six free parameters on their own), and the simplest form within one
 leave-one-out mean absolute relative error is kept: the absolute error is the figure a table is judged by, and
 one model timed in a burst of load does not outweigh a bias every other model shows, as its square does. The raw
 medians in the table are never changed; a reader applies the factors on top.
-The factors are fitted at the sweep's speed; `level`, the machine's typical speed relative to the sweep, is not
-fitted here but taken from the sessions the table recorded (`profiler/level_history.py`).
+A constant fitted on models of one depth cannot tell a cost per block from a cost per model; it is kept per block,
+so a model shallower than those fitted gets its share, not the whole of it (a 4-block model read from a table
+calibrated on 12-block models would otherwise carry the constant of 12 blocks, 9% of its latency on the shipped
+torch-cpu table). The factors are fitted at the sweep's speed; `level`, the machine's typical speed relative to
+the sweep, is not fitted here but taken from the sessions the table recorded (`profiler/level_history.py`).
 """
 
 from __future__ import annotations
@@ -70,9 +73,9 @@ def _form_columns(form: str, parts: Sequence[str], rows: Sequence[CalibrationRow
         return ["scale"]
     columns = list(parts)
     if form == "parts+constants":
+        columns.append("block_ms")
         if len({r.depth for r in rows}) > 1:
-            columns.append("block_ms")
-        columns.append("model_ms")
+            columns.append("model_ms")
     return columns
 
 
@@ -98,8 +101,11 @@ def fit_form(form: str, parts: Sequence[str], rows: Sequence[CalibrationRow], ri
     design = _design(columns, rows) / measured[:, None]
     target = np.ones(len(rows))
     prior = np.array([0.0 if c in CONSTANT_KEYS else 1.0 for c in columns])
-    # Constants are scaled by the typical latency so one ridge weight means the same pull for every column.
-    scale = np.array([float(np.median(measured)) if c in CONSTANT_KEYS else 1.0 for c in columns])
+    # Constants are scaled by the typical latency (per block for `block_ms`) so one ridge weight means the same pull
+    # for every column.
+    typical = float(np.median(measured))
+    depth = float(np.median([r.depth for r in rows]))
+    scale = np.array([{"block_ms": typical / depth, "model_ms": typical}.get(c, 1.0) for c in columns])
     weight = np.sqrt(ridge * len(rows))
     penalty = weight * np.diag(1.0 / scale)
     stacked_target = np.concatenate([target, weight * prior / scale])

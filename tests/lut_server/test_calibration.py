@@ -52,7 +52,33 @@ def test_fit_recovers_injected_part_factors_and_constant():
     correction = fit_form("parts+constants", sorted(TRUE_FACTORS), rows, ridge=1e-6)
     for part, factor in TRUE_FACTORS.items():
         assert correction.factors[part] == pytest.approx(factor, rel=0.02), part
+    # One depth cannot tell a cost per model from one per block: the constant is kept per block.
+    assert correction.model_ms == 0.0
+    assert 12 * correction.block_ms == pytest.approx(TRUE_MODEL_MS, rel=0.05)
+
+
+def test_models_of_two_depths_separate_a_cost_per_model_from_one_per_block():
+    table = LatencyTable(make_table(), "synthetic", calibrated=False)
+    models = random_models(20, 12, seed=5) + random_models(20, 4, seed=6)
+    truth = Correction(TRUE_FACTORS, block_ms=0.05, model_ms=TRUE_MODEL_MS)
+    rows = []
+    for model in models:
+        parts = table.raw_part_sums(model)
+        rows.append(CalibrationRow(parts, model.depth, truth.predict(CalibrationRow(parts, model.depth, 1.0))))
+    correction = fit_form("parts+constants", sorted(TRUE_FACTORS), rows, ridge=1e-6)
     assert correction.model_ms == pytest.approx(TRUE_MODEL_MS, rel=0.05)
+    assert correction.block_ms == pytest.approx(0.05, rel=0.05)
+
+
+def test_a_constant_fitted_on_deep_models_is_shared_out_to_a_shallow_one_not_carried_whole():
+    table = LatencyTable(make_table(), "synthetic", calibrated=False)
+    rows = biased_rows(table, random_models(30, 12, seed=8), noise=0.0, seed=8)
+    correction = fit_form("parts+constants", sorted(TRUE_FACTORS), rows, ridge=1e-6)
+    shallow = random_models(1, 4, seed=9)[0]
+    parts = table.raw_part_sums(shallow)
+    factored = sum(TRUE_FACTORS[p] * v for p, v in parts.items())
+    predicted = correction.predict(CalibrationRow(parts, shallow.depth, 1.0))
+    assert predicted - factored == pytest.approx(TRUE_MODEL_MS * 4 / 12, rel=0.05)
 
 
 def test_calibration_is_chosen_by_cross_validation_and_beats_the_raw_table_on_unseen_models():
