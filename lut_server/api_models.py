@@ -124,8 +124,9 @@ class TableSummary(BaseModel):
     )
     calibration: dict[str, Any] | None = Field(
         default=None,
-        description="whole-model correction served by default: method, form, error before and after, and level (the "
-        "machine's typical speed relative to the sweep, which multiplies every answer) with its spread",
+        description="whole-model correction served by default: method, form, error before and after, level (the "
+        "machine's typical speed relative to the sweep, which multiplies every answer) with its spread, and depths "
+        "(of the models it was fitted on; other depths are extrapolated)",
     )
     interpolation: dict[str, Any] | None = Field(
         default=None,

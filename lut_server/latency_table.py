@@ -139,6 +139,14 @@ class _PartInterpolator:
         return total
 
 
+def fitted_depths(calibration: Mapping[str, Any]) -> list[int] | None:
+    """The depths of the models a calibration was fitted on: a model of another depth is answered by extrapolation."""
+    points = (calibration.get("fitted") or {}).get("points")
+    if not points:
+        return None
+    return sorted({len(p["dims"]["blocks"]) for p in points})
+
+
 class LatencyTable:
     """A validated table that answers latency queries; the local twin of `LatencyClient`.
 
@@ -222,6 +230,7 @@ class LatencyTable:
                 | {
                     "level": float(self.calibration.get("level") or 1.0),
                     "level_spread_pct": self.calibration.get("level_spread_pct"),
+                    "depths": fitted_depths(self.calibration),
                 }
                 if self.calibration
                 else None

@@ -221,6 +221,7 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
     simplest_within = next(f for f in ("none", "scale", "parts", "parts+constants") if scores[f] <= bound)
     assert doc["calibration"]["form"] == simplest_within
     assert LatencyTable(doc, "cal").summary()["calibration"]["after"] == doc["calibration"]["after"]
+    assert LatencyTable(doc, "cal").summary()["calibration"]["depths"] == [3]  # the validation's --depth
 
     def slower(doc):
         for part in doc["parts"].values():
