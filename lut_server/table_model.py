@@ -214,10 +214,11 @@ class ApeFigures(_Sparse):
 
 
 class ModelValidation(ApeFigures):
+    """The raw table against whole models (their calibrated figures are `validation.models_calibrated`)."""
+
     count: int | None = None
     depth: int | None = None
     signed_median_pct: float | None = None
-    calibrated: ApeFigures | None = None
 
 
 class Validation(ApeFigures):
@@ -227,7 +228,10 @@ class Validation(ApeFigures):
     signed_median_pct: float | None = None
     retest_noise_pct: float | None = None
     models: ModelValidation | None = None
-    calibrated: ApeFigures | None = None
+    calibrated: ApeFigures | None = Field(default=None, description="the off-grid blocks, calibration applied")
+    models_calibrated: ApeFigures | None = Field(
+        default=None, description="the whole models, calibration applied (what `meets_model_bar` judges)"
+    )
 
 
 class ErrorFigures(BaseModel):

@@ -113,6 +113,10 @@ def _v2(mutate):
         (_v2(lambda d: d.__setitem__("calibration", calibration({"block": 1.0}))), "the table has no part 'block'"),
         (_v2(lambda d: d.__setitem__("calibration", {**calibration(), "model_ms": None})), "calibration.model_ms"),
         (_v2(lambda d: d.__setitem__("validation", {"points": "x"})), "validation.points must be int, got str"),
+        (
+            _v2(lambda d: d.__setitem__("validation", {"models_calibrated": {"median_ape_pct": -1.0}})),
+            "validation.models_calibrated.median_ape_pct must be >= 0",
+        ),
     ],
 )
 def test_invalid_tables_are_refused_naming_the_field(mutate, message):
