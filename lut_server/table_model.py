@@ -57,6 +57,18 @@ MODEL_PARTS: dict[str, tuple[str, ...]] = {
 }
 PART_AXES: dict[str, tuple[str, ...]] = {**BLOCK_PARTS, **MODEL_PARTS}
 
+BackendName = Literal["torch-cpu", "torch-cuda", "onnxruntime", "tensorrt"]
+"""The profiler's backends (`profiler/backends`): a table says which runtime its latencies are for."""
+Precision = Literal["fp32", "fp16", "bf16"]
+"""The precisions a backend times in (`profiler/backends/base.py: PRECISIONS`)."""
+SweepLayout = Literal[
+    "in-context-parts/v1",  # one block per pipeline run, split attn_qk | attn_v | mlp
+    "in-context-pairs/v2",  # two blocks per run, the same split
+    "in-context-pairs-fused-attention/v1",  # two blocks per run, split attn | mlp
+    "in-context-pairs/v2+transfer",  # moved from another device by `profile --from`
+]
+"""How a sweep ran its blocks (`profiler/sweep.py`, `profiler/transfer.py`); a resume or merge needs the same one."""
+
 MAX_AXIS_POINTS = 256
 MAX_TABLE_CELLS = 2_000_000
 MAX_AXIS_VALUE = 1 << 20
@@ -113,8 +125,8 @@ class Workload(BaseModel):
     """Everything a resumed sweep, a merge or `profiler measure` must reproduce."""
 
     model_config = _CLOSED
-    backend: str = Field(description="torch-cpu, torch-cuda, onnxruntime or tensorrt")
-    precision: str = Field(description="fp32, fp16 or bf16")
+    backend: BackendName = Field(description="the runtime the latencies are for")
+    precision: Precision
     batch: PositiveInt
     tokens: PositiveInt
     threads: int | None = Field(default=None, description="CPU threads; null where not applicable")
@@ -186,7 +198,7 @@ class Sweep(_Sparse):
     """How the parts were measured: the raw records they derive from, progress, drift and provenance."""
 
     model_config = _OPEN
-    layout: str | None = None
+    layout: SweepLayout | None = None
     parts: list[str] | None = None
     records: list[JsonObject] | None = None
     measurements: NonNegativeInt | None = None
