@@ -268,7 +268,9 @@ class Calibration(_Sparse):
     factors: dict[str, Factor] = Field(description="per part (attn_qk, attn_v, attn, mlp, block, stem, head): scale")
     block_ms: Constant = Field(description="added once per block")
     model_ms: Constant = Field(description="added once per model")
-    fitted: JsonObject = Field(default_factory=dict, description="what it was fitted on (created, models, points)")
+    fitted: JsonObject = Field(
+        default_factory=dict, description="what it was fitted on (created, models, validations, points)"
+    )
     before: ErrorFigures
     after: ErrorFigures = Field(description="cross-validated on held-out models")
     cross_validation: dict[str, Percent] = Field(
@@ -309,7 +311,8 @@ class Interpolation(BaseModel):
     )
     chosen: JsonObject = Field(
         default_factory=dict,
-        description="what the choice was made on: the validation, its blocks, each candidate's error",
+        description="what the choice was made on: the validation, its blocks, the best candidate, each candidate's "
+        "error",
     )
 
     @field_validator("steps")
