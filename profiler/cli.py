@@ -98,11 +98,16 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="measure a table's accuracy on random off-grid configs and models")
     p.add_argument("table", type=Path)
-    p.add_argument("--points", type=int, default=100)
-    p.add_argument("--models", type=int, default=20, help="random whole models (0 to skip)")
-    p.add_argument("--depth", type=int, default=12)
+    p.add_argument("--points", type=int, default=100, help="random off-grid blocks timed (default %(default)s)")
+    p.add_argument("--models", type=int, default=20, help="random whole models (0 to skip; default %(default)s)")
+    p.add_argument("--depth", type=int, default=12, help="blocks per whole model (default %(default)s)")
     p.add_argument("--retest", type=int, default=None, help="configs timed twice (default max(20, points/4))")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="the draws: blocks, models, retested configs and timing order (default %(default)s)",
+    )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true", help="validate even where the device fingerprint differs")
