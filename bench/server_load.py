@@ -42,7 +42,8 @@ DEFAULT_GRID = {
 
 
 def synthetic_table(grid: dict[str, list[int]]) -> dict:
-    """A complete table whose latencies grow with each width (a FLOP-like formula plus a fixed overhead)."""
+    """A complete table whose latencies grow with each width (a FLOP-like formula plus a fixed overhead). Its
+    workload is a torch-cpu one, as a table's backend must be a profiler backend; its device says it is made up."""
     axes_values = {a: np.array(v, dtype=float) for a, v in grid.items()}
     formulas = {
         "attn_qk": lambda e, h, q: 0.02 + 2e-8 * e * h * q * 197,
@@ -60,7 +61,7 @@ def synthetic_table(grid: dict[str, list[int]]) -> dict:
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "complete": True,
-        "workload": {"backend": "synthetic", "precision": "fp32", "batch": 1, "tokens": 197},
+        "workload": {"backend": "torch-cpu", "precision": "fp32", "batch": 1, "tokens": 197},
         "device": {"name": "synthetic", "kind": "cpu", "match": {}, "recorded": {}},
         "software": {"match": {}, "recorded": {}},
         "protocol": {},

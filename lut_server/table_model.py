@@ -57,6 +57,18 @@ MODEL_PARTS: dict[str, tuple[str, ...]] = {
 }
 PART_AXES: dict[str, tuple[str, ...]] = {**BLOCK_PARTS, **MODEL_PARTS}
 
+BackendName = Literal["torch-cpu", "torch-cuda", "onnxruntime", "tensorrt"]
+"""The profiler's backends (`profiler/backends`): a table says which runtime its latencies are for."""
+Precision = Literal["fp32", "fp16", "bf16"]
+"""The precisions a backend times in (`profiler/backends/base.py: PRECISIONS`)."""
+SweepLayout = Literal[
+    "in-context-parts/v1",  # one block per pipeline run, split attn_qk | attn_v | mlp
+    "in-context-pairs/v2",  # two blocks per run, the same split
+    "in-context-pairs-fused-attention/v1",  # two blocks per run, split attn | mlp
+    "in-context-pairs/v2+transfer",  # moved from another device by `profile --from`
+]
+"""How a sweep ran its blocks (`profiler/sweep.py`, `profiler/transfer.py`); a resume or merge needs the same one."""
+
 MAX_AXIS_POINTS = 256
 MAX_TABLE_CELLS = 2_000_000
 MAX_AXIS_VALUE = 1 << 20
@@ -113,8 +125,8 @@ class Workload(BaseModel):
     """Everything a resumed sweep, a merge or `profiler measure` must reproduce."""
 
     model_config = _CLOSED
-    backend: str = Field(description="torch-cpu, torch-cuda, onnxruntime or tensorrt")
-    precision: str = Field(description="fp32, fp16 or bf16")
+    backend: BackendName = Field(description="the runtime the latencies are for")
+    precision: Precision
     batch: PositiveInt
     tokens: PositiveInt
     threads: int | None = Field(default=None, description="CPU threads; null where not applicable")
@@ -186,7 +198,7 @@ class Sweep(_Sparse):
     """How the parts were measured: the raw records they derive from, progress, drift and provenance."""
 
     model_config = _OPEN
-    layout: str | None = None
+    layout: SweepLayout | None = None
     parts: list[str] | None = None
     records: list[JsonObject] | None = None
     measurements: NonNegativeInt | None = None
@@ -214,10 +226,11 @@ class ApeFigures(_Sparse):
 
 
 class ModelValidation(ApeFigures):
+    """The raw table against whole models (their calibrated figures are `validation.models_calibrated`)."""
+
     count: int | None = None
     depth: int | None = None
     signed_median_pct: float | None = None
-    calibrated: ApeFigures | None = None
 
 
 class Validation(ApeFigures):
@@ -227,7 +240,10 @@ class Validation(ApeFigures):
     signed_median_pct: float | None = None
     retest_noise_pct: float | None = None
     models: ModelValidation | None = None
-    calibrated: ApeFigures | None = None
+    calibrated: ApeFigures | None = Field(default=None, description="the off-grid blocks, calibration applied")
+    models_calibrated: ApeFigures | None = Field(
+        default=None, description="the whole models, calibration applied (what `meets_model_bar` judges)"
+    )
 
 
 class ErrorFigures(BaseModel):
@@ -252,7 +268,9 @@ class Calibration(_Sparse):
     factors: dict[str, Factor] = Field(description="per part (attn_qk, attn_v, attn, mlp, block, stem, head): scale")
     block_ms: Constant = Field(description="added once per block")
     model_ms: Constant = Field(description="added once per model")
-    fitted: JsonObject = Field(default_factory=dict, description="what it was fitted on (created, models, points)")
+    fitted: JsonObject = Field(
+        default_factory=dict, description="what it was fitted on (created, models, validations, points)"
+    )
     before: ErrorFigures
     after: ErrorFigures = Field(description="cross-validated on held-out models")
     cross_validation: dict[str, Percent] = Field(
@@ -293,7 +311,8 @@ class Interpolation(BaseModel):
     )
     chosen: JsonObject = Field(
         default_factory=dict,
-        description="what the choice was made on: the validation, its blocks, each candidate's error",
+        description="what the choice was made on: the validation, its blocks, the best candidate, each candidate's "
+        "error",
     )
 
     @field_validator("steps")

@@ -391,8 +391,12 @@ def stale_reason(result: Mapping[str, Any]) -> str:
 def register(sub: Any) -> None:
     p = sub.add_parser("check", help="does this table hold on this machine? (exit 0 holds, 3 stale, 4 different)")
     p.add_argument("table", type=Path)
-    p.add_argument("--points", type=int, default=6, help="grid combinations re-timed besides the reference")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--points", type=int, default=6, help="grid combinations re-timed besides the reference (default %(default)s)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="the draws: grid combinations and timing order (default %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
         "--record", action="store_true", help="add the level measured here to the table's sessions (for calibrate)"

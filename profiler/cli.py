@@ -21,6 +21,19 @@ from profiler.validate import measure_configs, measure_models, validate_table_fi
 from profiler.vit import VitConfig
 from profiler.workload import Workload, model_config_for_tokens
 
+SWEEP_ONLY_DEFAULTS: dict[str, object] = {
+    "patch_size": 16,
+    "in_chans": 3,
+    "num_classes": 1000,
+    "no_model_parts": False,
+    "cuda_graphs": False,
+    "sparsity": None,
+    "tf32": False,
+    "quick": False,
+}
+"""`profile` flags a sweep uses and `profile --from` does not (it takes them from the source table, or times with
+the source's protocol): refused there when given a value other than these defaults, rather than ignored."""
+
 
 def _add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="time a grid of block parts and write a table")
@@ -49,9 +62,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shard", default=None, help="i/n, 0-based: profile only a disjoint slice of the grid (0/2 and 1/2 cover it)"
     )
-    p.add_argument("--patch-size", type=int, default=16, help="for the stem/head parts")
-    p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--patch-size", type=int, default=SWEEP_ONLY_DEFAULTS["patch_size"], help="for the stem/head parts")
+    p.add_argument("--in-chans", type=int, default=SWEEP_ONLY_DEFAULTS["in_chans"])
+    p.add_argument("--num-classes", type=int, default=SWEEP_ONLY_DEFAULTS["num_classes"])
     p.add_argument("--no-model-parts", action="store_true", help="profile blocks only (no stem/head)")
     p.add_argument("--cuda-graphs", action="store_true", help="torch-cuda: replay each point as a CUDA graph")
     p.add_argument("--sparsity", choices=["none", "2:4"], default=None, help="tensorrt: 2:4 structured weights")
@@ -85,11 +98,16 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="measure a table's accuracy on random off-grid configs and models")
     p.add_argument("table", type=Path)
-    p.add_argument("--points", type=int, default=100)
-    p.add_argument("--models", type=int, default=20, help="random whole models (0 to skip)")
-    p.add_argument("--depth", type=int, default=12)
+    p.add_argument("--points", type=int, default=100, help="random off-grid blocks timed (default %(default)s)")
+    p.add_argument("--models", type=int, default=20, help="random whole models (0 to skip; default %(default)s)")
+    p.add_argument("--depth", type=int, default=12, help="blocks per whole model (default %(default)s)")
     p.add_argument("--retest", type=int, default=None, help="configs timed twice (default max(20, points/4))")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="the draws: blocks, models, retested configs and timing order (default %(default)s)",
+    )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true", help="validate even where the device fingerprint differs")
@@ -155,8 +173,12 @@ def warn_about_table_name(out: Path) -> None:
 def cmd_profile_from(args: argparse.Namespace) -> int:
     given = [f"--{k}" for k in (*PROFILE_DEFAULTS, "threads", "shard", "provider") if getattr(args, k) is not None]
     given += ["--resume"] if args.resume else []
+    given += [f"--{k.replace('_', '-')}" for k, default in SWEEP_ONLY_DEFAULTS.items() if getattr(args, k) != default]
     if given:
-        raise ValueError(f"--from takes the backend, workload and grid from the source table; drop {', '.join(given)}")
+        raise ValueError(
+            "--from takes the backend and its options, the workload, model, grid and timing protocol from the source "
+            f"table; drop {', '.join(given)}"
+        )
     options = {"allocator": args.allocator} if args.allocator else {}
     doc = transfer_table(args.from_table, args.out, args.budget, options, progress=not args.no_progress, seed=args.seed)
     s = doc["sweep"]

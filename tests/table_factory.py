@@ -47,7 +47,7 @@ def make_table(
 ) -> dict:
     """A complete version 1 table over `grid` whose latencies are `functions` (multilinear by default), each
     multiplied by `scale`; every latency grows with every width, so the served monotone fit leaves it unchanged."""
-    grid = dict(grid or SMALL_GRID)
+    grid = {axis: list(values) for axis, values in (grid or SMALL_GRID).items()}  # a test may change its copy
     functions = dict(functions or multilinear_parts(grid))
     parts = {}
     for name, func in functions.items():

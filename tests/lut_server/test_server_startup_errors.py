@@ -96,3 +96,15 @@ def test_an_unknown_log_level_is_refused_from_the_flag_and_from_the_environment(
 def test_a_body_limit_below_the_floor_names_the_flag(tmp_path, capsys):
     assert main(["--tables", str(tmp_path), "--max-body-bytes", "5"]) == 2
     assert "--max-body-bytes (or LUT_SERVER_MAX_BODY_BYTES) must be at least 1024, got 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("variable", "name"), [("LUT_SERVER_TOKEN", "write_token"), ("LUT_SERVER_READ_TOKEN", "read_token")]
+)
+def test_a_short_token_names_the_variable_it_came_from(tmp_path, capsys, monkeypatch, variable, name):
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("started serving with a token it refuses"))
+    for other in ("LUT_SERVER_TOKEN", "LUT_SERVER_READ_TOKEN"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(variable, "short")
+    assert main(["--tables", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {variable} ({name}) must be at least 8 characters (or unset)\n"

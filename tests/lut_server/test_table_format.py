@@ -94,6 +94,12 @@ def _v2(mutate):
         (lambda d: d.__setitem__("version", 99), "version 99 is not supported"),
         (lambda d: d["workload"].__setitem__("batch", 0), "workload.batch must be >= 1"),
         (lambda d: d["workload"].pop("precision"), "workload.precision is missing"),
+        (lambda d: d["workload"].__setitem__("backend", "foo"), "workload.backend must be 'torch-cpu', .*got 'foo'"),
+        (lambda d: d["workload"].__setitem__("precision", "fp8"), "workload.precision must be 'fp32', .*got 'fp8'"),
+        (lambda d: d.__setitem__("sweep", {"layout": "whatever"}), "sweep.layout must be .*got 'whatever'"),
+        (_v2(lambda d: d["workload"].__setitem__("backend", "foo")), "workload.backend must be .*got 'foo'"),
+        (_v2(lambda d: d["workload"].__setitem__("precision", "int8")), "workload.precision must be .*got 'int8'"),
+        (_v2(lambda d: d["sweep"].__setitem__("layout", "pairs")), "sweep.layout must be .*got 'pairs'"),
         (lambda d: d["parts"]["attn_qk"].__setitem__("axes", ["emb", "qk", "heads"]), "axes must be"),
         (lambda d: d.__setitem__("parts", {"stem": d["parts"]["stem"]}), "must include block parts"),
         (lambda d: d["workload"].__setitem__("batch", True), "workload.batch must be int, got bool"),
@@ -113,6 +119,10 @@ def _v2(mutate):
         (_v2(lambda d: d.__setitem__("calibration", calibration({"block": 1.0}))), "the table has no part 'block'"),
         (_v2(lambda d: d.__setitem__("calibration", {**calibration(), "model_ms": None})), "calibration.model_ms"),
         (_v2(lambda d: d.__setitem__("validation", {"points": "x"})), "validation.points must be int, got str"),
+        (
+            _v2(lambda d: d.__setitem__("validation", {"models_calibrated": {"median_ape_pct": -1.0}})),
+            "validation.models_calibrated.median_ape_pct must be >= 0",
+        ),
     ],
 )
 def test_invalid_tables_are_refused_naming_the_field(mutate, message):

@@ -249,6 +249,39 @@ def test_a_budget_beyond_a_full_sweep_is_refused(tmp_path):
     assert done.returncode == 2 and "more runs than a full sweep of this grid times (about " in done.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--quick",),
+        ("--cuda-graphs",),
+        ("--no-model-parts",),
+        ("--tf32",),
+        ("--sparsity", "2:4"),
+        ("--patch-size", "14"),
+        ("--in-chans", "1"),
+        ("--num-classes", "10"),
+    ],
+)
+def test_profile_from_refuses_a_sweep_setting_it_would_ignore(tmp_path, args):
+    table = tmp_path / "t.json"
+    write_table(table, make_table())
+    done = run_profiler("profile", "--from", table, "--budget", "3", *args, "--out", tmp_path / "moved.json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "error: --from takes the backend and its options, the workload, model, grid and timing protocol from the "
+        f"source table; drop {args[0]}"
+    ]
+    assert not (tmp_path / "moved.json").exists()
+
+
+def test_profile_from_names_every_setting_it_would_ignore_and_takes_the_defaults_given_explicitly(tmp_path):
+    table = tmp_path / "t.json"
+    write_table(table, make_table())
+    out = tmp_path / "moved.json"
+    done = run_profiler("profile", "--from", table, "--quick", "--grid", "tiny", "--patch-size", "16", "--out", out)
+    assert done.returncode == 2 and done.stderr.strip().endswith("drop --grid, --quick")
+
+
 def test_a_table_without_a_sweep_cannot_be_checked_or_merged(tmp_path):
     doc = validate_table(make_table())
     doc["sweep"] = None
