@@ -144,7 +144,9 @@ class Pruner:
                 )
         summary = source_summary(self.latency)
         self.warnings: list[str] = (
-            check_workload(summary, self.model.config, self.deploy_precision, self.deploy_batch) if summary else []
+            check_workload(summary, self.model.config, self.deploy_precision, self.deploy_batch, len(dims.blocks))
+            if summary
+            else []
         )
         self.table_identity = source_identity(self.latency)
         # never remove a dimension entirely, and never leave the table's range

@@ -45,11 +45,13 @@ def check_workload(
     config: VitConfig,
     precision: str | None = None,
     batch: int | None = None,
+    depth: int | None = None,
 ) -> list[str]:
     """Raise ValueError when the table's tokens (or a declared deployment precision) contradict the model.
 
     Returns warnings: a table profiled for another deployment batch than the one declared is usable but predicts
-    another deployment (the table's batch is the deployment batch, not the training batch size).
+    another deployment (the table's batch is the deployment batch, not the training batch size); a calibration
+    fitted on models of other depths than the model's answers it by extrapolation.
     """
     tokens = summary.get("tokens")
     if tokens is not None and int(tokens) != config.tokens:
@@ -66,6 +68,13 @@ def check_workload(
         warnings.append(
             f"table {summary.get('id')!r} predicts batch {summary.get('batch')} latency; the run declares deployment "
             f"batch {batch}"
+        )
+    depths = (summary.get("calibration") or {}).get("depths")
+    if depth is not None and depths and depth not in depths:
+        fitted = ", ".join(str(d) for d in depths)
+        warnings.append(
+            f"table {summary.get('id')!r} is calibrated on models of {fitted} blocks; this model has {depth}, so its "
+            "calibrated latency is an extrapolation (docs/measurement.md, calibration)"
         )
     return warnings
 

@@ -101,6 +101,10 @@ def test_workload_mismatches_are_refused_or_warned():
         check_workload(summary, CONFIG, precision="fp32")
     (warning,) = check_workload(summary, CONFIG, batch=1)
     assert "deployment batch 1" in warning
+    calibrated = {**summary, "calibration": {"form": "parts+constants", "depths": [12]}}
+    assert check_workload(calibrated, CONFIG, depth=12) == []
+    (warning,) = check_workload(calibrated, CONFIG, depth=4)
+    assert "calibrated on models of 12 blocks; this model has 4" in warning and "extrapolation" in warning
 
 
 def run(p: Pruner, model, seeds) -> None:
