@@ -140,11 +140,16 @@ class _PartInterpolator:
 
 
 def fitted_depths(calibration: Mapping[str, Any]) -> list[int] | None:
-    """The depths of the models a calibration was fitted on: a model of another depth is answered by extrapolation."""
+    """The depths of the models a calibration was fitted on: a model of another depth is answered by extrapolation.
+
+    `fitted` is a free-form record, so a point without a model's blocks is skipped rather than failing the summary."""
     points = (calibration.get("fitted") or {}).get("points")
-    if not points:
-        return None
-    return sorted({len(p["dims"]["blocks"]) for p in points})
+    depths = {
+        len(p["dims"]["blocks"])
+        for p in (points if isinstance(points, list) else [])
+        if isinstance(p, Mapping) and isinstance(p.get("dims"), Mapping) and isinstance(p["dims"].get("blocks"), list)
+    }
+    return sorted(depths) or None
 
 
 class LatencyTable:

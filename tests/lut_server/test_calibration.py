@@ -154,3 +154,13 @@ def test_one_model_timed_in_a_burst_does_not_keep_a_bias_every_other_model_shows
         assert calibration["after"]["median_ape_pct"] < 2.0
     # Chosen by squared error, the one model outweighs the rest and all six keep the uncorrected table.
     assert chosen == ["scale"] * 6, chosen
+
+
+def test_the_summary_names_the_depths_a_calibration_was_fitted_on_and_skips_malformed_points():
+    from lut_server.latency_table import fitted_depths
+
+    points = [{"dims": ModelDims.uniform(64, d, heads=2, qk=16, v=16, mlp=128).as_dict()} for d in (12, 4, 12)]
+    assert fitted_depths({"fitted": {"points": points}}) == [4, 12]
+    assert fitted_depths({"fitted": {"points": [*points, {}, {"dims": {"blocks": 3}}, "x"]}}) == [4, 12]
+    assert fitted_depths({"fitted": {"points": [{}]}}) is None
+    assert fitted_depths({"fitted": {}}) is None and fitted_depths({}) is None
