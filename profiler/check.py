@@ -48,7 +48,7 @@ from lut_server.dims import BlockDims
 from lut_server.table_format import incomplete_reason, read_table, write_table
 from profiler.backends import Backend, BackendUnavailable
 from profiler.fingerprint import cpu_device, fingerprint_mismatches, flatten, software, torch_software
-from profiler.level_history import calibrated_level_range_pct, record_level, typical_level
+from profiler.level_history import calibrated_level_range_pct, hourly_levels, record_level, typical_level
 from profiler.machine_level import predicted_pair_ms
 from profiler.sweep import combo_dims, plan_combos, spec_of
 from profiler.timing import Protocol, measure
@@ -258,6 +258,7 @@ def check_table(
         seen = calibrated_level_range_pct(doc)
         result["sessions"] = {
             "count": sessions,
+            "hours": len(hourly_levels(doc)),
             "typical_level_pct": round(100.0 * (typical - 1.0), 3),
             "range_pct": None if seen is None else [round(seen[0], 3), round(seen[1], 3)],
             "range_count": None if seen is None else seen[2],
@@ -299,6 +300,12 @@ def refresh_command(path: Path, doc: Mapping[str, Any]) -> str:
     return f"python -m profiler profile --from {path} --budget {default_budget(doc)} --out {out}"
 
 
+def hours_of(sessions: Mapping[str, Any]) -> str:
+    """' in N hours' where the result says (the typical level is the median hour's, not the median session's)."""
+    hours = sessions.get("hours")
+    return "" if hours is None else f" in {hours} hour{'s' if hours != 1 else ''}"
+
+
 def format_report(result: Mapping[str, Any]) -> str:
     lines = [f"table   {result['table']}: {result['device']['table']}", f"here    {result['device']['here']}"]
     for section, match in result["fingerprint"].items():
@@ -324,7 +331,7 @@ def format_report(result: Mapping[str, Any]) -> str:
         sessions = result["sessions"]
         lines.append(
             f"level   latencies here {result['level_pct']:+.2f}% against the sweep's; the table answers at "
-            f"{result['table_level_pct']:+.2f}% (sessions: {sessions['count']}, median "
+            f"{result['table_level_pct']:+.2f}% (sessions: {sessions['count']}{hours_of(sessions)}, median "
             f"{sessions['typical_level_pct']:+.2f}%)" + ("; this check recorded" if result.get("recorded") else "")
         )
     lines.append(f"verdict {result['verdict']} (exit {result['exit_code']})")

@@ -16,12 +16,18 @@ sessions before the latest run of sessions on one side (below, within or above t
 the typical level): a speed the machine has left again is wander it has shown, while the latest run may be a
 lasting change that has not ended, and a threshold that allowed it could never detect it.
 
+The typical level is a median over hours, not over sessions: sessions come in series (a check every ten minutes
+through one evening, none through the night), and a median over sessions is the speed of whichever hours were
+checked most. Each hour of sessions (from its first session on) counts once, as its own median, and the sweep
+counts as one hour at level 1, so how often a machine is checked does not move its typical speed.
+
 `calibrate` stores both figures (`calibration.level`, `calibration.level_spread_pct`); `check` judges drift
 against that level and allows that spread, and neither moves until `calibrate` runs again.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from statistics import median
 from typing import Any, Literal
@@ -33,6 +39,9 @@ from profiler.environment import utc_now
 
 MIN_SESSIONS_FOR_SPREAD = 5
 """Fewer sessions than this say nothing about the spread over hours."""
+
+PERIOD_S = 3600.0
+"""Sessions within this long of an hour's first session are one hour of the typical level."""
 
 P90_PER_MEDIAN_CHANGE = 1.6449 / (0.6745 * np.sqrt(2.0))
 """For levels that scatter independently around a typical level, the 90th percentile of their departures from it
@@ -64,15 +73,41 @@ def recorded_sessions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return in_time_order([*(doc.get("levels") or []), *([earlier] if earlier else [])])
 
 
-def session_levels(doc: Mapping[str, Any], until: str | None = None) -> list[float]:
-    """The level of every session on the table's device, as a ratio, in time order: the sweep's (1) first.
-    `until`: only the sessions recorded up to that time (ISO 8601, UTC)."""
+def _sessions_here(doc: Mapping[str, Any], until: str | None = None) -> list[Mapping[str, Any]]:
     device = (doc.get("device") or {}).get("name")
-    recorded = [
-        1.0 + float(s["level_pct"]) / 100.0
+    return [
+        s
         for s in recorded_sessions(doc)
         if s.get("device") in (None, device) and (until is None or str(s.get("created") or "") <= until)
     ]
+
+
+def session_levels(doc: Mapping[str, Any], until: str | None = None) -> list[float]:
+    """The level of every session on the table's device, as a ratio, in time order: the sweep's (1) first.
+    `until`: only the sessions recorded up to that time (ISO 8601, UTC)."""
+    recorded = [1.0 + float(s["level_pct"]) / 100.0 for s in _sessions_here(doc, until)]
+    return [1.0, *recorded] if doc.get("sweep") else recorded
+
+
+def _seconds(created: Any) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def hourly_levels(doc: Mapping[str, Any]) -> list[float]:
+    """One level per hour of sessions, as a ratio: the median log level of the sessions from an hour's first
+    session to `PERIOD_S` later (a session without a readable time is an hour of its own); the sweep's (1) first."""
+    hours: list[list[float]] = []
+    opened: float | None = None
+    for session in _sessions_here(doc):
+        at = _seconds(session.get("created"))
+        if at is None or opened is None or at - opened >= PERIOD_S:
+            hours.append([])
+            opened = at
+        hours[-1].append(float(np.log1p(float(session["level_pct"]) / 100.0)))
+    recorded = [float(np.exp(median(logs))) for logs in hours]
     return [1.0, *recorded] if doc.get("sweep") else recorded
 
 
@@ -89,11 +124,12 @@ def calibrated_level_range_pct(doc: Mapping[str, Any]) -> tuple[float, float, in
 
 
 def typical_level(doc: Mapping[str, Any]) -> tuple[float, int]:
-    """The median session level (geometric: a session 5% slow and one 5% fast cancel) and how many sessions."""
-    levels = session_levels(doc)
-    if not levels:
+    """The median hour's level (geometric: an hour 5% slow and one 5% fast cancel; module doc) and how many
+    sessions, the sweep included."""
+    hours = hourly_levels(doc)
+    if not hours:
         return 1.0, 0
-    return float(np.exp(median(np.log(levels)))), len(levels)
+    return float(np.exp(median(np.log(hours)))), len(session_levels(doc))
 
 
 def consecutive_spread(logs: np.ndarray) -> float:

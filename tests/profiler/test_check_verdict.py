@@ -152,6 +152,10 @@ def test_a_table_that_holds_on_one_pass_says_why_the_median_beyond_the_threshold
     assert result["verdict"] == "holds"
     why = [line for line in format_report(result).splitlines() if line.startswith("why")]
     assert why and "pass +4.10% lay within it" in why[0] and "check again" in why[0]
+    level = [line for line in format_report(result).splitlines() if line.startswith("level")]
+    assert level and "(sessions: 38, median -2.25%)" in level[0]
+    in_hours = {**result, "sessions": {"count": 38, "hours": 10, "typical_level_pct": -1.1}}
+    assert "(sessions: 38 in 10 hours, median -1.10%)" in format_report(in_hours)
     both_sides = {**result, "pass_drift_pct": [14.9, -12.0], "verdict": verdict_of([], [14.9, -12.0], 9.28)}
     assert both_sides["verdict"] == "holds"
     assert "both sides" in format_report(both_sides)

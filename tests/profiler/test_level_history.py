@@ -14,7 +14,14 @@ from lut_server.table_format import read_table, validate_table, write_table
 from lut_server.table_model import MAX_LEVEL_SESSIONS, TableFormatError
 from profiler.calibrate import calibrate_table
 from profiler.check import drift_threshold_pct, verdict_of, wander_pct
-from profiler.level_history import calibrated_level_range_pct, level_spread_pct, record_level, typical_level
+from profiler.level_history import (
+    calibrated_level_range_pct,
+    hourly_levels,
+    level_spread_pct,
+    record_level,
+    session_levels,
+    typical_level,
+)
 from profiler.validate import store_validation, with_validation
 from tests.table_factory import calibration, make_table_v2
 
@@ -40,6 +47,35 @@ def test_the_typical_level_is_the_median_session_with_the_sweep_counted_as_one()
     assert level == pytest.approx(0.98)  # -4, -3, -2, 0, +5 (without the sweep it would be -2.5)
     assert typical_level({"device": {"name": DEVICE}, "sweep": STEADY_SWEEP}) == (1.0, 1)
     assert typical_level({"device": {"name": DEVICE}, "sweep": None}) == (1.0, 0)
+
+
+def at(hour_k: int, minute: int) -> str:
+    return hour(hour_k)[:-6] + f"{minute:02d}:00Z"
+
+
+def test_a_series_of_sessions_within_an_hour_counts_as_one_hour():
+    """Fourteen checks in two fast evening hours and six hours of sessions near the sweep's speed: the typical
+    level is the hours' median, not the sessions'."""
+    doc = with_sessions([1.0, -1.0, 2.0, 0.5, -0.5, 1.5], first_hour=1)
+    for k in range(14):
+        record_level(doc, "check", -10.0, 14, DEVICE, created=at(20 + k // 7, 8 * (k % 7)))
+    level, count = typical_level(doc)
+    assert count == 21  # every session is still counted
+    assert level == pytest.approx(1.0)  # hours: -10, -10, -1, -0.5, 0 (the sweep), +0.5, +1, +1.5, +2
+    assert np.exp(np.median(np.log(session_levels(doc)))) == pytest.approx(0.9)  # the median session is the evening
+    assert hourly_levels(doc)[-2:] == pytest.approx([0.9, 0.9])
+
+
+def test_an_hour_opens_at_its_first_session_and_a_session_without_a_time_is_an_hour_of_its_own():
+    doc = {"device": {"name": DEVICE}, "sweep": STEADY_SWEEP}
+    for created, level in ((at(1, 0), -4.0), (at(1, 59), -2.0), (at(2, 0), 6.0), (at(2, 10), 8.0)):
+        record_level(doc, "check", level, 14, DEVICE, created=created)
+    doc["levels"].append({"created": "not a time", "source": "check", "level_pct": 3.0, "count": 14, "device": DEVICE})
+    hours = hourly_levels(doc)
+    assert len(hours) == 4  # the sweep, 01:00-01:59, 02:00-02:10, the session without a time
+    assert hours[1] == pytest.approx(np.sqrt(0.96 * 0.98))
+    assert hours[2] == pytest.approx(np.sqrt(1.06 * 1.08))
+    assert hours[3] == pytest.approx(1.03)
 
 
 def test_sessions_on_another_device_are_left_out():
@@ -167,7 +203,7 @@ def test_calibrated_answers_are_moved_by_the_level_and_raw_ones_are_not():
     assert levelled.summary()["calibration"]["level"] == 0.95
 
 
-def test_calibrate_stores_the_median_session_level(tmp_path: Path):
+def test_calibrate_stores_the_median_hour_level(tmp_path: Path):
     """Models measured exactly at the table's cells (at the sweep's speed): the fitted correction is none, and the
     level comes from the sessions alone."""
     doc = make_table_v2()
@@ -184,8 +220,8 @@ def test_calibrate_stores_the_median_session_level(tmp_path: Path):
             for m in models
         ],
     }
-    for level in (4.0, 5.0, 6.0, -1.0):
-        record_level(doc, "check", level, 14, DEVICE)
+    for k, level in enumerate((4.0, 5.0, 6.0, -1.0)):
+        record_level(doc, "check", level, 14, DEVICE, created=hour(100 + k))
     path = tmp_path / "t.json"
     write_table(path, doc)
     stored = calibrate_table(path)
