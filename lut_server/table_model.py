@@ -244,6 +244,13 @@ class Validation(ApeFigures):
     models_calibrated: ApeFigures | None = Field(
         default=None, description="the whole models, calibration applied (what `meets_model_bar` judges)"
     )
+    table_level_pct: float | None = Field(
+        default=None, description="the level the calibrated answers were at, in percent against the sweep"
+    )
+    why: list[str] | None = Field(
+        default=None, description="for a bar missed as measured and met with the machine's level taken out: which, "
+        "and how far the machine ran from the sweep and from the answers",
+    )  # fmt: skip
 
 
 class ErrorFigures(BaseModel):

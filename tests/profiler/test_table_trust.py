@@ -240,6 +240,8 @@ def test_validate_then_calibrate_stores_a_correction_the_reader_applies(tiny_tab
     assert set(report["models_calibrated"]) >= {"median_ape_pct", "p95_ape_pct", "signed_median_pct"}
     assert "calibrated" in report
     assert report["bar"]["models"] == "calibrated"  # models are judged as the table answers them
+    level = read_table(table)["calibration"].get("level", 1.0)
+    assert report["table_level_pct"] == pytest.approx(100 * (level - 1), abs=1e-3)
     assert report["meets_model_bar"] is (
         report["models_calibrated"]["median_ape_pct"] <= 2.0 and report["models_calibrated"]["p95_ape_pct"] <= 5.0
     )
