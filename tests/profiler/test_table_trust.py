@@ -69,11 +69,13 @@ def test_check_reports_fingerprint_and_drift_on_the_tables_device(tiny_table):
 def test_a_table_made_slower_is_stale(tiny_table, tmp_path):
     def slower(doc):
         for part in doc["parts"].values():
-            part["median_ms"] = (np.array(part["median_ms"]) * 3.0).tolist()
+            part["median_ms"] = (np.array(part["median_ms"]) * 10.0).tolist()
 
     done = run_profiler("check", copy_with(tiny_table, tmp_path / "slow.json", slower), "--points", "3", "--json")
     result = json.loads(done.stdout)
-    assert result["drift_pct"] < -40  # measured ~1/3 of the table: about -67%
+    # measured ~1/10 of the table: about -90%; the bound leaves room for a shared machine running the check up to
+    # four times slower than the tiny table's quick sweep (a threefold table once read -39% under CI load)
+    assert result["drift_pct"] < -60
     assert (done.returncode, result["verdict"]) == (3, "stale"), result["threshold_pct"]
     # the tiny grid's one-pass sweep times 4 runs, fewer than the default budget of 100: the fix asks for those
     assert result["next"].startswith(f"python -m profiler profile --from {tmp_path / 'slow.json'} --budget 4 --out ")
