@@ -27,6 +27,16 @@ REFERENCE_EVERY = 8
 """Measurements between two re-times of the reference (about 10% more time for a level every few seconds)."""
 
 
+def running_median_of_three(values: list[float] | np.ndarray) -> np.ndarray:
+    """Each re-time replaced by the median of it and its neighbours (two at the ends).
+
+    A burst of load that hits one re-time of the reference is outvoted by the two around it; dividing the jobs
+    next to it by that re-time would move them by as much as the burst did, though they did not run in it.
+    """
+    ms = np.asarray(values, dtype=float)
+    return np.array([np.median(ms[max(0, i - 1) : i + 2]) for i in range(len(ms))])
+
+
 def _cell_index(grid: Mapping[str, list[int]], axes: list[str], dims: BlockDims) -> tuple[int, ...]:
     return tuple(grid[axis].index(getattr(dims, axis)) for axis in axes)
 
@@ -117,8 +127,8 @@ def measure_tracking_level(
     every: int = REFERENCE_EVERY,
 ) -> LevelledMeasurements:
     """Like `timing.measure_in_passes` (shuffled passes, one more for jobs whose passes disagree), with the reference
-    re-timed before the first job, every `every` jobs and after the last; each job's level is the mean of the
-    reference levels just before and just after it."""
+    re-timed before the first job, every `every` jobs and after the last; each job's level is the running median of
+    three consecutive re-times (`running_median_of_three`), interpolated at the job's position, as the sweep's."""
     events: list[tuple[int, float]] = []  # (job index or -1 for the reference, median ms), in time order
     stage_events: list[tuple[float, ...]] = []
     count = 0
@@ -155,13 +165,12 @@ def measure_tracking_level(
     series = [
         {"order": k, "median_ms": events[k][1], "level": events[k][1] / reference_ms} for k in reference_positions
     ]
+    smooth = running_median_of_three([events[k][1] for k in reference_positions]) / reference_ms
     for k, (i, v) in enumerate(events):
         if i < 0:
             continue
-        before = max(p for p in reference_positions if p < k)
-        after = min(p for p in reference_positions if p > k)
         values[i].append(v)
         stages[i].append(stage_events[k])
-        levels[i].append((events[before][1] + events[after][1]) / (2 * reference_ms))
+        levels[i].append(float(np.interp(k, reference_positions, smooth)))
     reference_stages = [stage_events[k] for k in reference_positions]
     return LevelledMeasurements(values, levels, series, count, stages, reference_stages)

@@ -42,6 +42,7 @@ from lut_server.table_format import PART_AXES, new_table_document, read_table, w
 from profiler.backends import Backend
 from profiler.environment import utc_now
 from profiler.grids import GridSpec
+from profiler.machine_level import running_median_of_three
 from profiler.timing import Measurement, Protocol, combine_passes, measure, passes_disagree
 from profiler.workload import FUSED_ATTENTION, SCORES_VALUES, Workload, block_stages_of, build_pipeline
 
@@ -236,7 +237,7 @@ def record_levels(doc: dict) -> list[float] | None:
         return None
     at = np.array([p["units_done"] for p in series], dtype=float)
     ms = np.array([p["median_ms"] for p in series], dtype=float)
-    smooth = np.array([np.median(ms[max(0, i - 1) : i + 2]) for i in range(len(ms))])
+    smooth = running_median_of_three(ms)
     level = np.interp([r["unit"] for r in records], at, smooth) / float(np.median(ms))
     return level.tolist()
 
