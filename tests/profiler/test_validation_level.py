@@ -15,7 +15,8 @@ JOB_MS = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 11.0, 12.0, 13.0, 14.0]
 
 
 class Machine:
-    """Runs jobs and reference re-times in order; `slowdown(event, is_reference)` says how slow each one ran."""
+    """Runs jobs and reference re-times in order; `slowdown(reference, event)` says how slow the `event`-th run
+    (jobs and re-times counted alike) ran, `reference` being the re-time's index, or None for a job."""
 
     def __init__(self, slowdown) -> None:
         self.slowdown = slowdown
