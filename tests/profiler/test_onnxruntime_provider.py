@@ -3,7 +3,8 @@
 The CPU `onnxruntime` package and `onnxruntime-gpu` install the same module; with the CPU one in place on a GPU
 machine, the CUDA provider is missing. The automatic choice then refuses in one line naming what to install;
 `--provider cpu` still times the CPU on purpose. The GPU is seen through `nvidia-smi -L` (a CPU build of torch sees
-none), here a script on PATH that prints what nvidia-smi prints.
+none), here a script on PATH that prints what nvidia-smi prints; torch is made to see no GPU, as a CPU build's does,
+so the tests hold on a GPU machine too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from profiler.backends import BackendUnavailable, create_backend
 from profiler.backends.onnxruntime_backend import choose_provider, gpu_visible
@@ -20,6 +22,7 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
 def put_nvidia_smi(directory: Path, monkeypatch: pytest.MonkeyPatch, listing: str, status: int = 0) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # what a CPU build of torch answers
     script = directory / "nvidia-smi"
     script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{listing}'\nexit {status}\n")
     script.chmod(0o755)

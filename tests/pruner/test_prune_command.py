@@ -21,6 +21,13 @@ from tests.pruner.image_folder_data import IMAGE_SIZE, MODEL, PATCH_SIZE, make_i
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def subprocess_env() -> dict[str, str]:
+    """This environment with one thread per process and the checkout first on the import path (kept: a
+    PYTHONPATH that provides the dependencies stays behind it)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
 def prune_args(data: Path, table: Path, out: Path, *extra: str) -> list[str]:
     return [
         "prune", "--model", MODEL, "--data", str(data), "--out", str(out), "--table-file", str(table),
@@ -30,7 +37,7 @@ def prune_args(data: Path, table: Path, out: Path, *extra: str) -> list[str]:
 
 
 def run_pruner(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     return subprocess.run(
         [sys.executable, "-m", "pruner", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -83,7 +90,7 @@ def test_sigkill_after_two_steps_then_resume_ends_like_an_uninterrupted_run(work
     data, table, root = workspace
     full, _ = uninterrupted
     out = root / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     args = prune_args(data, table, out, "--targets", "0.7,0.5")
     proc = subprocess.Popen([sys.executable, "-m", "pruner", *args], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -138,7 +145,7 @@ def test_torchrun_two_ranks_decide_identically_and_match_one_process(workspace):
     single, double = root / "one-process", root / "two-ranks"
     one = run_pruner(prune_args(data, table, single, "--target", "0.6", *on))
     assert one.returncode == 0, one.stderr[-3000:]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     two = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "pruner",
          *prune_args(data, table, double, "--target", "0.6", *on)],
@@ -164,7 +171,7 @@ def test_torchrun_with_a_target_not_reached_lets_rank0_finish_its_files(workspac
     out = root / "two-ranks-short"
     args = prune_args(data, table, out, "--target", "0.05", "--device", "cpu")
     args[args.index("--epochs") + 1] = "1"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     two = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", "29519", "--monitor-interval", "0.02",  # notice soon
          "-m", "pruner", *args],

@@ -14,10 +14,10 @@ from profiler.cli import main
 @pytest.mark.parametrize(
     ("backend", "options", "message"),
     [
-        ("onnxruntime", {"cuda_graphs": True}, "no option"),
-        ("onnxruntime", {"sparsity": "2:4"}, "no option"),
+        ("onnxruntime", {"provider": "cpu", "cuda_graphs": True}, "no option"),
+        ("onnxruntime", {"provider": "cpu", "sparsity": "2:4"}, "no option"),
         ("onnxruntime", {"provider": "cpu", "tf32": True}, "applies only with provider cuda"),
-        ("onnxruntime", {"opset": 11}, "opset"),
+        ("onnxruntime", {"provider": "cpu", "opset": 11}, "opset"),
         ("torch-cpu", {"sparsity": "2:4"}, "no option"),
         ("torch-cpu", {"tf32": True}, "no option"),
     ],
@@ -42,7 +42,7 @@ def test_declared_tables_name_their_options() -> None:
 
 
 def test_resolved_options_are_recorded_with_defaults_and_local_ones_are_not() -> None:
-    backend = create_backend("onnxruntime", "fp32", 1)
+    backend = create_backend("onnxruntime", "fp32", 1, provider="cpu")  # the CPU on a GPU machine too
     assert backend.settings()["options"] == {"provider": "cpu", "exporter": "torchscript", "opset": 17}
     specs = (OptionSpec("level", int, 3, "", bounds=(0, 5)), OptionSpec("cache", str, None, "", recorded=False))
     assert resolve_options("x", specs, {"level": 4.0, "cache": "/tmp/e"}) == {"level": 4, "cache": "/tmp/e"}
@@ -54,8 +54,7 @@ def test_resolved_options_are_recorded_with_defaults_and_local_ones_are_not() ->
 
 def test_the_cli_refuses_cuda_graphs_on_onnxruntime(tmp_path, capsys) -> None:
     out = tmp_path / "t.json"
-    code = main(
-        ["profile", "--backend", "onnxruntime", "--cuda-graphs", "--grid", "tiny", "--quick", "--out", str(out)]
-    )
+    argv = ["profile", "--backend", "onnxruntime", "--provider", "cpu", "--cuda-graphs", "--grid", "tiny", "--quick"]
+    code = main([*argv, "--out", str(out)])
     assert code == 2 and not out.exists()
     assert "cuda_graphs" in capsys.readouterr().err

@@ -14,13 +14,32 @@ from profiler.backends.torch_cuda import (
     torch_cuda_math_modes,
 )
 
+PER_BACKEND_MODES = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul")
+"""Where torch has the per-backend API, the modes the tests below change (the generic ones follow them)."""
+
+
+def _mode_holder(path: str):
+    holder = torch.backends
+    for name in path.split("."):
+        holder = getattr(holder, name, None)
+    return holder
+
 
 @pytest.fixture
 def restore_math_modes():
-    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    """Put the math modes back as they were. With the per-backend API, through it: once it has set cuDNN's conv and
+    RNN modes apart (a torch-cuda backend created by an earlier test), reading `cudnn.allow_tf32` raises."""
+    if fp32_precision_api():
+        holders = [_mode_holder(path) for path in PER_BACKEND_MODES]
+        saved = [(h, h.fp32_precision) for h in holders if h is not None and hasattr(h, "fp32_precision")]
+        yield
+        for holder, mode in saved:
+            holder.fp32_precision = mode
+        return
+    legacy = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
     yield
-    torch.set_float32_matmul_precision(saved[0])
-    torch.backends.cudnn.allow_tf32 = saved[1]
+    torch.set_float32_matmul_precision(legacy[0])
+    torch.backends.cudnn.allow_tf32 = legacy[1]
 
 
 def test_torch_cuda_turns_tf32_off_whatever_the_container_preset(restore_math_modes: None) -> None:

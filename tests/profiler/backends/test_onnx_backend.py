@@ -1,4 +1,8 @@
-"""The onnxruntime backend: sessions built as recorded, runners that time real work, sweeps that fill tables."""
+"""The onnxruntime backend: sessions built as recorded, runners that time real work, sweeps that fill tables.
+
+Each test asks for the CPU provider where it times or records the CPU: on a GPU machine the automatic provider is
+CUDA (or a refusal, where only the CPU package is installed; tests/profiler/test_onnxruntime_provider.py).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from profiler.workload import Workload, build_block
 
 def test_registered_and_created_with_recorded_settings() -> None:
     assert "onnxruntime" in backend_names()
-    backend = create_backend("onnxruntime", "fp32")
+    backend = create_backend("onnxruntime", "fp32", provider="cpu")
     assert isinstance(backend, OnnxRuntimeBackend)
     settings = backend.settings()
     assert settings["backend"] == "onnxruntime"
@@ -49,7 +53,7 @@ def test_refusals_name_the_problem() -> None:
     with pytest.raises(ValueError, match="provider"):
         OnnxRuntimeBackend("fp32", provider="tpu")
     with pytest.raises(ValueError, match="precisions"):
-        OnnxRuntimeBackend("int4")
+        OnnxRuntimeBackend("int4", provider="cpu")
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -58,7 +62,7 @@ def test_refusals_name_the_problem() -> None:
 
 
 def test_runner_time_grows_with_iterations_and_with_the_block() -> None:
-    backend = OnnxRuntimeBackend("fp32", threads=1)
+    backend = OnnxRuntimeBackend("fp32", threads=1, provider="cpu")
     workload = Workload(batch=1, tokens=50)
     small = backend.prepare(*build_block(BlockDims(64, 1, 8, 8, 64), workload))
     large = backend.prepare(*build_block(BlockDims(384, 6, 64, 64, 1536), workload))
@@ -74,7 +78,8 @@ def test_runner_time_grows_with_iterations_and_with_the_block() -> None:
 @pytest.mark.slow
 def test_tiny_sweep_then_validate_with_onnxruntime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tiny-ort.json"
-    argv = ["profile", "--backend", "onnxruntime", "--grid", "tiny", "--quick", "--batch", "1", "--tokens", "17"]
+    argv = ["profile", "--backend", "onnxruntime", "--provider", "cpu", "--grid", "tiny", "--quick", "--batch", "1"]
+    argv += ["--tokens", "17"]
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["complete"] and summary["blocks"] == 8
