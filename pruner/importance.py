@@ -6,8 +6,9 @@ only the last sample); with momentum β it is the exponential average I ← β·
 is carried across pruning steps. With interval momentum β (NViT's engine) each pruning interval's plain average A
 is folded in at the pruning step instead: I ← β·I + (1−β)·A, the first interval's A taken as is.
 
-The running sum is one flat float64 vector on the gradients' device (the layout of `Gates.flat()`), so a batch
-costs a few vector operations and no device-to-host copy; `value()` copies it to the host once per pruning step.
+The running sum is one flat float64 vector on the gradients' device (the layout of `Gates.flat()`), and so are the
+batch counts, so a batch costs a few vector operations and never waits for the device: a batch is folded in or
+skipped (non-finite fp16 gradients) on the device, and the counts and `value()` are read back once per pruning step.
 """
 
 from __future__ import annotations
@@ -34,26 +35,40 @@ class ImportanceAccumulator:
         self._carried: Tensor | None = None  # the average over past intervals (interval momentum only)
         self._template = template
         self._sum: Tensor = torch.zeros(template.flat().numel(), dtype=torch.float64)
-        self.batches = 0  # batches since the last reset
-        self.total_batches = 0
+        self._counts: Tensor = torch.zeros(2, dtype=torch.float64)  # batches since the last reset, and in all
+
+    @property
+    def batches(self) -> int:
+        """Batches folded in since the last reset."""
+        return int(self._counts[0])
+
+    @property
+    def total_batches(self) -> int:
+        """Batches folded in since the start (the momentum's bias correction)."""
+        return int(self._counts[1])
 
     def add(self, gate_grads: Gates) -> None:
         """Fold one batch's gate gradients in (squared per unit)."""
         self.add_flat(gate_grads.flat())
 
-    def add_flat(self, flat_grads: Tensor) -> None:
-        """`add` for gate gradients already laid out as `Gates.flat()`."""
+    def add_flat(self, flat_grads: Tensor, counted: Tensor | None = None) -> None:
+        """`add` for gate gradients already laid out as `Gates.flat()`; with `counted` (a 0-d bool tensor on their
+        device), only where it is true, decided on the device (a skipped batch leaves sum and counts as they were)."""
         if self._sum.device != flat_grads.device:
             self._sum = self._sum.to(flat_grads.device)
+            self._counts = self._counts.to(flat_grads.device)
             self._carried = None if self._carried is None else self._carried.to(flat_grads.device)
         squared = flat_grads.detach().to(torch.float64).square()
+        weight: Tensor | float = 1.0
+        if counted is not None:
+            squared = torch.where(counted, squared, 0.0)  # a skipped batch's inf or NaN never reaches the sum
+            weight = counted.to(torch.float64)
         beta = self.momentum
         if beta is None:
             self._sum.add_(squared)
-        else:
-            self._sum.mul_(beta).add_(squared, alpha=1.0 - beta)
-        self.batches += 1
-        self.total_batches += 1
+        else:  # I <- beta I + (1 - beta) g^2 for a counted batch; I for a skipped one
+            self._sum.mul_(1.0 - (1.0 - beta) * weight).add_(squared, alpha=1.0 - beta)
+        self._counts.add_(weight)
 
     def has_value(self) -> bool:
         """Whether `value()` has something to return (otherwise it raises)."""
@@ -88,7 +103,7 @@ class ImportanceAccumulator:
         if self.interval_momentum is not None and (self.batches or self._carried is not None):
             self._carried = self._flat_value().clone()
         self._sum.zero_()
-        self.batches = 0
+        self._counts[0] = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -113,5 +128,5 @@ class ImportanceAccumulator:
         self._sum = saved.to(self._sum.device).clone()
         carried = state.get("carried")
         self._carried = None if carried is None else torch.as_tensor(carried, dtype=torch.float64).to(saved.device)
-        self.batches = int(state["batches"])
-        self.total_batches = int(state["total_batches"])
+        counts = [float(state["batches"]), float(state["total_batches"])]
+        self._counts = torch.tensor(counts, dtype=torch.float64, device=self._sum.device)

@@ -180,10 +180,19 @@ class Pruner:
         self.original_ms: float | None = None
         self.predicted_ms: float | None = None
         self.exhausted = False
-        self.skipped_batches = 0
-        """Batches whose gate gradients were not finite (fp16 overflow) and were left out of the importance."""
+        self._skipped: torch.Tensor | int = 0  # on the gradients' device once a batch was seen: read at reports only
+        self._gradients_seen = False  # a batch with a nonzero gate gradient has been accumulated
 
     # ---- state ----------------------------------------------------------------------------------------------
+    @property
+    def skipped_batches(self) -> int:
+        """Batches whose gate gradients were not finite (fp16 overflow) and were left out of the importance."""
+        return int(self._skipped)
+
+    @skipped_batches.setter
+    def skipped_batches(self, count: int) -> None:
+        self._skipped = int(count)
+
     @property
     def dims(self) -> ModelDims:
         """The model's dims with the removed units dropped."""
@@ -264,13 +273,15 @@ class Pruner:
         self._refresh_masks()
 
     # ---- the loop -------------------------------------------------------------------------------------------
-    def accumulate(self, scaler: torch.amp.GradScaler | None = None) -> bool:
+    def accumulate(self, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
         """Fold the current gradients into the importance; call after loss.backward(), before zero_grad().
 
         With a GradScaler (here or given to the Pruner) the gradients are unscaled first unless
         `scaler.unscale_` already ran. Batches with non-finite gate gradients (fp16 overflow) are skipped and
-        counted in `skipped_batches`; returns whether the batch was folded in. Raises RuntimeError when there
-        are no gradients (all None, or all zero after `zero_grad(set_to_none=False)`).
+        counted in `skipped_batches`; returns whether the batch was folded in, as a 0-d bool tensor on the
+        gradients' device: the training step never waits for the GPU here unless the caller reads it. Raises
+        RuntimeError when there are no gradients (all None, or all zero after `zero_grad(set_to_none=False)`;
+        checked until a batch with gradients has been seen).
         """
         scaler = scaler if scaler is not None else self.grad_scaler
         flat = gate_gradients(self.model, self.preset.gate_sources).flat()
@@ -280,16 +291,16 @@ class Pruner:
         if scaler is not None and scaler.is_enabled() and not _grads_already_unscaled(scaler):
             flat = flat / scaler.get_scale()
         flat = average_across_ranks(flat)
-        finite, nonzero = torch.stack([torch.isfinite(flat).all(), flat.ne(0).any()]).tolist()
-        if not finite:
-            self.skipped_batches += 1
-            return False
-        if not nonzero:
-            raise RuntimeError(
-                "every gate gradient is zero: call accumulate() after loss.backward(), before zero_grad()"
-            )
-        self.importance.add_flat(flat)
-        return True
+        if not self._gradients_seen:  # a loop that zeroes the gradients first does so from its first batch on
+            if not bool(flat.ne(0).any()):
+                raise RuntimeError(
+                    "every gate gradient is zero: call accumulate() after loss.backward(), before zero_grad()"
+                )
+            self._gradients_seen = True
+        finite = torch.isfinite(flat).all()
+        self.importance.add_flat(flat, counted=finite)
+        self._skipped = self._skipped + finite.logical_not().long()
+        return finite
 
     def _decide(self) -> dict[str, Any]:
         """One latency query and the groups to remove (runs on rank 0 only)."""

@@ -51,6 +51,26 @@ def test_closed_form_gate_gradients_equal_autograd_through_explicit_gates():
         assert v.abs().max() > 1e-6, axis
 
 
+@pytest.mark.parametrize("sources", ["all", "nvit"])
+def test_blocks_computed_together_give_what_blocks_computed_one_by_one_give(sources):
+    """The GPU's default (same-shaped blocks stacked) against the CPU's (block by block), and both against
+    autograd, on a model whose blocks have two different shapes."""
+    from lut_server.dims import BlockWidths, ModelDims
+    from profiler.vit import VisionTransformer, VitConfig
+
+    torch.manual_seed(0)
+    wide, narrow = BlockWidths(4, 8, 8, 48), BlockWidths(2, 8, 16, 32)
+    dims = ModelDims(32, (wide, narrow, wide, wide, narrow))
+    model = VisionTransformer(dims, VitConfig(image_size=16, patch_size=4, num_classes=5)).double()
+    x, y = torch.randn(6, 3, 16, 16, dtype=torch.float64), torch.arange(6) % 5
+    F.cross_entropy(model(x), y).backward()
+    together = gate_gradients(model, sources, batch_blocks=True)
+    apart = gate_gradients(model, sources, batch_blocks=False)
+    assert_gates_close(together, apart, rtol=1e-12, atol=1e-15)
+    if sources == "all":
+        assert_gates_close(together, autograd_gate_gradients(model, x, y), rtol=1e-9, atol=1e-12)
+
+
 def test_gate_gradient_matches_finite_difference_of_scaling_one_unit():
     """dL/dg for MLP neuron 5 and head 1 of block 0 = the loss slope when only their weights are scaled."""
     model = small_model(dtype=torch.float64)
