@@ -113,6 +113,8 @@ def _wg(param: Tensor) -> Tensor:
 def _stacked_wg(params: list[Tensor]) -> Tensor:
     """w · ∂L/∂w of same-shaped parameters, stacked on a new first axis (call under no_grad): one multi-tensor
     product and one stack instead of a product per parameter, so a GPU's step is not spent launching kernels."""
+    if len(params) == 1:
+        return _wg(params[0]).unsqueeze(0)
     dtype = _wg_dtype(params[0])
     if params[0].dtype != dtype:
         weights = [p.to(dtype) for p in params]
@@ -122,8 +124,6 @@ def _stacked_wg(params: list[Tensor]) -> Tensor:
     else:
         weights = list(params)
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-    if len(weights) == 1:
-        return (weights[0] * grads[0]).unsqueeze(0)
     return torch.stack(torch._foreach_mul(weights, grads))
 
 
