@@ -101,6 +101,15 @@ def _grads_already_unscaled(scaler: torch.amp.GradScaler) -> bool:
     return any(s.get("stage") in (OptState.UNSCALED, OptState.STEPPED) for s in states.values())
 
 
+def _loss_scale(scaler: torch.amp.GradScaler, like: torch.Tensor) -> torch.Tensor | float:
+    """The scaler's current scale as the tensor it keeps on the device: `get_scale()` is that tensor's `.item()`,
+    a wait for the GPU in every training step. Before the first `scale()` there is no tensor: the initial scale."""
+    scale = getattr(scaler, "_get_scale_async", lambda: None)()
+    if scale is None:
+        return scaler.get_scale()
+    return scale.to(device=like.device, dtype=like.dtype)
+
+
 @dataclass
 class Pruner:
     """Latency-aware global structural pruning of a `profiler.vit.VisionTransformer` (NViT §3).
@@ -289,7 +298,7 @@ class Pruner:
             self._divisors = self._divisors.to(flat.device)
             flat = flat / self._divisors
         if scaler is not None and scaler.is_enabled() and not _grads_already_unscaled(scaler):
-            flat = flat / scaler.get_scale()
+            flat = flat / _loss_scale(scaler, flat)
         flat = average_across_ranks(flat)
         if not self._gradients_seen:  # a loop that zeroes the gradients first does so from its first batch on
             if not bool(flat.ne(0).any()):

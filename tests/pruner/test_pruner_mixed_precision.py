@@ -66,6 +66,22 @@ def test_importance_does_not_depend_on_the_loss_scale_or_on_who_unscales():
             torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-30)  # unscaled: a factor 2**12 otherwise
 
 
+def test_unscaling_reads_the_scale_without_get_scale(monkeypatch: pytest.MonkeyPatch):
+    """`get_scale()` waits for the GPU; the scale is divided out as the device tensor the scaler keeps."""
+    reference, _, _ = run(None, scaler_init=2.0**14, unscale_first=True)
+
+    def get_scale(self: torch.amp.GradScaler) -> float:
+        raise AssertionError("accumulate() read the scale with get_scale()")
+
+    monkeypatch.setattr(torch.amp.GradScaler, "get_scale", get_scale)
+    unscaled_here, folded, _ = run(None, scaler_init=2.0**14)
+    assert folded == [True] * 6
+    for (_, _, a), (_, _, b) in zip(
+        reference.importance.value().vectors(), unscaled_here.importance.value().vectors(), strict=True
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-30)
+
+
 def test_accumulate_without_gradients_raises():
     model = small_model()
     p = Pruner(model, latency=small_table())
