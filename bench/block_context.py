@@ -42,6 +42,12 @@ def model_around(block: BlockDims, table: LatencyTable, rng: random.Random, dept
     return [*others[: depth // 2], block, *others[depth // 2 :]]
 
 
+def block_stage_indices(position: int, stages_per_block: int, with_model: bool) -> range:
+    """Where the stages of block `position` sit among `build_pipeline`'s stages (after the stem, where there is one)."""
+    first = (1 if with_model else 0) + stages_per_block * position
+    return range(first, first + stages_per_block)
+
+
 def block_contexts(
     doc: Mapping[str, Any], blocks: Sequence[BlockDims], seed: int = 0, force: bool = False
 ) -> list[dict[str, Any]]:
@@ -61,8 +67,7 @@ def block_contexts(
         model = model_around(block, raw, rng)
         _, stages, inputs = build_pipeline(model, workload, with_model, block_stages=block_stages_of(spec.parts))
         timed = measure(backend.prepare_pipeline(stages, inputs), protocol)
-        first = (1 if with_model else 0) + stages_per_block * (DEPTH // 2)
-        in_model = sum(timed.stage_median_ms[first : first + stages_per_block])
+        in_model = sum(timed.stage_median_ms[i] for i in block_stage_indices(DEPTH // 2, stages_per_block, with_model))
         loop = measure(backend.prepare(*build_block(block, workload, stack=stack)), protocol).median_ms / stack
         rows.append({
             "dims": block.as_dict(),
