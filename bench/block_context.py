@@ -28,7 +28,7 @@ from lut_server.table_format import read_table
 from profiler.device_match import ensure_same_device
 from profiler.sweep import spec_of
 from profiler.timing import Protocol, measure
-from profiler.validate import backend_here, block_stack, random_blocks, workload_for_table
+from profiler.validate import backend_here, block_stack, lattice_values, random_blocks, workload_for_table
 from profiler.workload import block_stages_of, build_block, build_pipeline
 
 DEPTH = 12
@@ -53,7 +53,8 @@ def block_contexts(
 ) -> list[dict[str, Any]]:
     """Each block: the table's raw and calibrated answer, its stages' sum inside a random model, and the loop."""
     backend = backend_here(doc, "time blocks")
-    ensure_same_device(doc, backend, force, action="time blocks")
+    for line in ensure_same_device(doc, backend, force, action="time blocks"):
+        print(f"warning (--force): {line}", file=sys.stderr)
     workload = workload_for_table(doc)
     protocol = Protocol.from_dict(doc["protocol"])
     spec = spec_of(doc)
@@ -99,9 +100,12 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def drawn_blocks(doc: Mapping[str, Any], points: int, seed: int) -> list[BlockDims]:
     """Random lattice blocks as `validate` draws them (off the grid on every axis), half of them with an MLP narrower
-    than NARROW_MLP."""
+    than NARROW_MLP where the table's MLP range holds both kinds."""
     table = LatencyTable(doc, calibrated=False)
     rng = random.Random(seed)
+    off_grid_mlp = [v for v in lattice_values(table, "mlp") if v not in table.grid["mlp"]]
+    if len({v < NARROW_MLP for v in off_grid_mlp}) < 2:  # a table with no narrow MLP, or only narrow ones
+        return random_blocks(table, points, rng)
     blocks: list[BlockDims] = []
     while len(blocks) < points:
         block = random_blocks(table, 1, rng)[0]

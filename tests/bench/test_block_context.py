@@ -24,6 +24,7 @@ from profiler.grids import DEFAULT_PARTS, GridSpec
 from profiler.sweep import Sweep
 from profiler.timing import Protocol
 from profiler.workload import FUSED_ATTENTION, SCORES_VALUES, Workload, build_pipeline, model_config_for_tokens
+from tests.table_factory import make_table_v2
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,12 @@ def test_drawn_blocks_alternate_narrow_and_other_and_stay_off_the_grid(swept: di
     assert [b.mlp < NARROW_MLP for b in blocks] == [True, False] * 3
     for block in blocks:
         assert block.mlp not in swept["grid"]["mlp"] and block.emb not in swept["grid"]["emb"]
+
+
+def test_a_table_without_narrow_mlp_widths_gets_plain_draws() -> None:
+    grid = {"emb": [64, 128], "heads": [1, 2], "qk": [8, 16], "v": [8, 16], "mlp": [512, 2048]}
+    blocks = drawn_blocks(make_table_v2(grid), 5, seed=0)
+    assert len(blocks) == 5 and all(512 < b.mlp < 2048 for b in blocks)
 
 
 def test_main_writes_rows_and_summary(swept: dict, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
