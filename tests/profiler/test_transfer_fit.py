@@ -1,4 +1,5 @@
-"""The transfer draws its runs where the table is asked, and its ratio fit recovers a known ratio or keeps it flat."""
+"""The transfer draws its runs where the table is asked, and its ratio fit recovers a known ratio, keeps it flat, and
+is not pulled by runs a burst of load slowed."""
 
 from __future__ import annotations
 
@@ -52,13 +53,15 @@ def test_fit_recovers_a_smooth_ratio_and_apply_scales_every_cell():
     cells = list(itertools.product(GRID["emb"], GRID["heads"], GRID["qk"]))
     picked = [cells[i] for i in rng.choice(len(cells), 60, replace=False)]
     fit = fit_ratio(GRID, "attn_qk", [(c, true_ratio(*c)) for c in picked])
-    assert fit["ridge"] != "constant" and fit["loo_rms_pct"] < 2.0
+    assert fit["ridge"] != "constant" and fit["loo_mae_pct"] < 2.0
     shape = (len(GRID["emb"]), len(GRID["heads"]), len(GRID["qk"]))
     doc = {"grid": GRID, "parts": {"attn_qk": {"axes": ["emb", "heads", "qk"], "median_ms": np.ones(shape).tolist()}}}
     apply_ratio(doc, "attn_qk", fit["coef"])
     scaled = np.array(doc["parts"]["attn_qk"]["median_ms"])
     truth = np.array([[[true_ratio(e, h, q) for q in GRID["qk"]] for h in GRID["heads"]] for e in GRID["emb"]])
-    assert np.max(np.abs(scaled / truth - 1)) < 0.05
+    cell_errors = np.abs(scaled / truth - 1)
+    assert np.median(cell_errors) < 0.01
+    assert np.max(cell_errors) < 0.07  # the worst cells are corners no measurement is near: (768, 1, 8)
     assert ratio_features(GRID, "mlp", (32, 16))[1:3].tolist() == [-1.0, -1.0]  # log widths scaled to [-1, 1]
 
 
@@ -70,4 +73,20 @@ def test_noise_around_a_constant_ratio_keeps_the_ratio_flat():
     assert fit["ridge"] == "constant"  # 12% noise and no shape: a curve would fit the noise
     assert fit["coef"][1:] == [0.0] * (len(fit["coef"]) - 1)
     assert math.exp(fit["coef"][0]) == pytest.approx(0.7, rel=0.05)
-    assert fit["loo_rms_pct_by_ridge"]["constant"] <= min(fit["loo_rms_pct_by_ridge"].values())
+    by_ridge = fit["loo_mae_pct_by_ridge"]
+    assert fit["loo_mae_pct"] == by_ridge["constant"] <= 1.05 * min(by_ridge.values())  # within noise of the best
+
+
+def test_runs_slowed_by_bursts_do_not_pull_the_ratio():
+    rng = np.random.default_rng(2)
+    cells = list(itertools.product(GRID["emb"], GRID["mlp"]))
+    points = []
+    for i in rng.integers(0, len(cells), 180):
+        ratio = 0.9 * math.exp(rng.normal(0, 0.03))
+        if rng.random() < 0.25:  # a quarter of the runs ran in a burst: 15-40% slower, never faster
+            ratio *= rng.uniform(1.15, 1.4)
+        points.append((cells[i], ratio))
+    fit = fit_ratio(GRID, "mlp", points)
+    assert fit["ridge"] == "constant"
+    assert math.exp(fit["coef"][0]) == pytest.approx(0.9, rel=0.02)
+    assert fit["mean_ratio"] > 0.9 * 1.05  # what a least-squares fit in log space would have answered
